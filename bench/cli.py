@@ -1,0 +1,137 @@
+"""``python -m bench run | sweep | list | status``.
+
+Every RunSpec field is a flag (``--batch-size 64``, ``--growth.p-c 0.3``); a preset supplies the
+rest. Invalid configurations exit with status 2 before anything is written.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from bench import config
+from bench.config import ConfigError
+from bench.data import DataError
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _add_spec_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", default=None, help="a preset of bench/presets.yaml (smoke, quick, paper)")
+    for name, hint in config.field_names():
+        p.add_argument(_flag(name), dest=f"spec:{name}", default=None, metavar=getattr(hint, "__name__", "LIST").upper(),
+                       help=argparse.SUPPRESS if "." in name else None)
+    p.add_argument("--progress", choices=("auto", "on", "off"), default="auto",
+                   help="progress bar (auto: only when stderr is a terminal)")
+
+
+def _overrides(args) -> dict:
+    return {k[5:]: v for k, v in vars(args).items() if k.startswith("spec:") and v is not None}
+
+
+def _progress(args):
+    return {"auto": None, "on": True, "off": False}[args.progress]
+
+
+def cmd_run(args) -> int:
+    from bench.train import run
+
+    spec = config.make_spec(args.preset, **_overrides(args))
+    result = run(spec, progress=_progress(args))
+    print(json.dumps({"run_id": result["run_id"], "final_test_acc": result["final_test_acc"],
+                      "train_flops": result["flops"]["train"], "total_seconds": result["times"]["total_seconds"]}))
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from bench.records import RunDir
+    from bench.train import run
+
+    specs = config.suite_specs(args.suite, args.preset, **_overrides(args))
+    seen, unique = set(), []
+    for s in specs:
+        if config.run_id(s) not in seen:
+            seen.add(config.run_id(s))
+            unique.append(s)
+    print(f"sweep {args.suite}: {len(unique)} runs")
+    failed = 0
+    for i, spec in enumerate(unique, 1):
+        rid = config.run_id(spec)
+        state = RunDir(f"{spec.out_dir}/{rid}").state()
+        print(f"[{i}/{len(unique)}] {rid} ({state})", flush=True)
+        if args.dry_run:
+            continue
+        try:
+            run(spec, progress=_progress(args))
+        except DataError:
+            raise
+        except Exception as e:  # one failed run does not stop the sweep; it is recorded in failed.json
+            failed += 1
+            print(f"  FAILED: {type(e).__name__}: {e}", file=sys.stderr)
+    if failed:
+        print(f"{failed} of {len(unique)} runs failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def cmd_list(args) -> int:
+    from bench import methods
+    from bench.models import ARCHS
+
+    print("methods: " + ", ".join(methods.METHODS))
+    print("archs:   " + ", ".join(ARCHS))
+    print("datasets: " + ", ".join(config.CHOICES["dataset"]))
+    print("presets: " + ", ".join(config.load_presets()))
+    print("suites:  " + ", ".join(config.load_suites()))
+    return 0
+
+
+def cmd_status(args) -> int:
+    from bench.records import scan
+
+    rows = scan(args.out_dir)
+    if not rows:
+        print(f"{args.out_dir}: no runs")
+        return 0
+    for r in rows:
+        extra = (f"acc {r['final_test_acc']:.4f}  {r['total_seconds']:.0f}s" if r["state"] == "complete"
+                 else f"{r.get('epochs_done', 0)} epochs done" if r["state"] == "partial" else "")
+        print(f"{r['state']:9s} {r['run_id']}  {extra}")
+    counts = {s: sum(r["state"] == s for r in rows) for s in ("complete", "partial", "failed")}
+    print(", ".join(f"{v} {k}" for k, v in counts.items()))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench", description="growbench: growing networks on one training loop")
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="one run from a preset and flags (resumes a partial run)")
+    _add_spec_flags(r)
+    r.set_defaults(fn=cmd_run)
+    s = sub.add_parser("sweep", help="a named suite of runs (complete runs skipped, partial ones resumed)")
+    s.add_argument("suite")
+    s.add_argument("--dry-run", action="store_true", help="list the runs and their state, run nothing")
+    _add_spec_flags(s)
+    s.set_defaults(fn=cmd_sweep)
+    sub.add_parser("list", help="methods, archs, datasets, presets, suites").set_defaults(fn=cmd_list)
+    st = sub.add_parser("status", help="what a results directory holds")
+    st.add_argument("--out-dir", default="results")
+    st.set_defaults(fn=cmd_status)
+    return p
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+    except DataError as e:
+        print(f"data error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,287 @@
+"""Run specification: one frozen, typed RunSpec per run, built from a YAML preset plus overrides.
+
+Every hyperparameter lives here, with its unit, in one commented place. Validation happens before
+any compute: an unknown key, a bad enum value or an out-of-range number raises ``ConfigError``
+with one line naming the field and what it accepts (the CLI turns that into exit status 2).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PRESETS_FILE = Path(__file__).with_name("presets.yaml")
+SUITES_FILE = Path(__file__).with_name("suites.yaml")
+SCHEMA_VERSION = 1
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run; the message is one line naming the field."""
+
+
+@dataclass(frozen=True)
+class GrowthSpec:
+    """How a growing method changes width over training; the growth issues add their fields here."""
+    start_fraction: float = 0.25  # width of the first stage as a fraction of the target widths
+    schedule: str = "exp"  # exp (stages lengthen by p_T) | fixed (equal stages, p_T = 0) | list
+    p_c: float = 0.2  # each stage adds round_to_even(p_c * current width) channels
+    p_t: float = 0.2  # each stage lasts (1 + p_t) times the previous one, in epochs
+    t0: float = 5.0  # epochs of the first stage (paper.md 6: 5 for CIFAR-10/100 epochs)
+    width_rule: str = "global"  # global (one ratio sequence for all layers) | per_layer
+    growth_epochs: tuple[int, ...] = ()  # schedule=list: epochs at which to grow
+    stages: int = 0  # number of growth steps; 0 = as many as p_c needs to reach full width
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    # what runs
+    method: str = "large"  # a registered method (python -m bench list)
+    arch: str = "resnet20"  # a registered architecture
+    dataset: str = "cifar10"  # cifar10 | cifar100 | imagenet
+    width_mult: float = 1.0  # target width as a multiple of the standard network's
+    # data
+    data_dir: str = "data"  # where the dataset lies (torchvision CIFAR, the JPEG copy, or ImageNet folders)
+    download: bool = False  # fetch torchvision's CIFAR into data_dir if absent (needs internet)
+    train_subset: int = 0  # images, class-balanced; 0 = the whole training split
+    test_subset: int = 0  # images, class-balanced; 0 = the whole test split
+    subset_seed: int = 0  # which balanced subset; shared by every run so methods see the same images
+    # optimisation
+    epochs: int = 15
+    batch_size: int = 128  # images per training step
+    eval_batch_size: int = 500  # images per evaluation step (no effect on results)
+    lr: float = 0.1  # peak learning rate, per image-averaged loss
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4  # L2, coupled (added to the gradient)
+    lr_schedule: str = "cosine"  # cosine (to 0 at the end) | step (x lr_decay at lr_decay_epochs)
+    warmup_epochs: float = 0.0  # linear warm-up from 0, in epochs (fractions allowed)
+    lr_decay: float = 0.1  # step schedule: factor applied at each milestone
+    lr_decay_epochs: tuple[int, ...] = ()  # step schedule: milestones in epochs
+    label_smoothing: float = 0.0
+    seed: int = 0  # model init, data order and augmentation
+    # execution mode (recorded with every result; never mix modes in one table)
+    device: str = "auto"  # auto (cuda if available) | cpu | cuda
+    precision: str = "bf16"  # fp32 | bf16 (autocast)
+    channels_last: bool = True
+    compile: bool = False  # torch.compile; recompiles at each new width
+    deterministic: bool = False  # deterministic algorithms: bit-exact resume on the CPU
+    threads: int = 0  # torch CPU threads; 0 = torch's default
+    # output
+    out_dir: str = "results"
+    checkpoint: bool = True  # save checkpoint.pt at every epoch end (resume after a crash)
+    growth: GrowthSpec = field(default_factory=GrowthSpec)
+
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "dataset": ("cifar10", "cifar100", "imagenet"),
+    "lr_schedule": ("cosine", "step"),
+    "device": ("auto", "cpu", "cuda"),
+    "precision": ("fp32", "bf16"),
+    "growth.schedule": ("exp", "fixed", "list"),
+    "growth.width_rule": ("global", "per_layer"),
+}
+# field -> (lowest, highest, lowest inclusive); None = unbounded
+RANGES: dict[str, tuple[float | None, float | None, bool]] = {
+    "width_mult": (0, None, False), "train_subset": (0, None, True), "test_subset": (0, None, True),
+    "epochs": (1, None, True), "batch_size": (1, None, True), "eval_batch_size": (1, None, True),
+    "lr": (0, None, False), "momentum": (0, 1, True), "weight_decay": (0, None, True),
+    "warmup_epochs": (0, None, True), "lr_decay": (0, 1, False), "label_smoothing": (0, 1, True),
+    "threads": (0, None, True), "seed": (0, None, True), "subset_seed": (0, None, True),
+    "growth.start_fraction": (0, 1, False), "growth.p_c": (0, None, False), "growth.p_t": (0, None, True),
+    "growth.t0": (0, None, False), "growth.stages": (0, None, True),
+}
+# fields that do not change what a run computes: left out of the config hash
+UNHASHED = ("data_dir", "download", "out_dir", "eval_batch_size", "checkpoint", "threads")
+
+
+def _hints(cls) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(name: str, value: Any, hint: Any) -> Any:
+    """Convert a YAML/CLI value to the field's type, or raise a one-line ConfigError."""
+    origin = typing.get_origin(hint)
+    try:
+        if hint is bool:
+            if isinstance(value, str):
+                if value.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if value.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError
+            if isinstance(value, bool):
+                return value
+            raise ValueError
+        if hint is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value)
+        if hint is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if hint is str:
+            if not isinstance(value, str):
+                raise ValueError
+            return value
+        if origin is tuple:
+            (item,) = {a for a in typing.get_args(hint) if a is not Ellipsis}
+            if isinstance(value, str):
+                value = [v for v in value.split(",") if v.strip()]
+            if not isinstance(value, (list, tuple)):
+                raise ValueError
+            return tuple(_coerce(name, v, item) for v in value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}: {value!r} is not a valid {getattr(hint, '__name__', hint)}") from None
+    raise ConfigError(f"{name}: unsupported field type {hint}")
+
+
+def _check(name: str, value: Any) -> None:
+    if name in CHOICES and value not in CHOICES[name]:
+        raise ConfigError(f"{name}: {value!r} not accepted; accepted values: {', '.join(CHOICES[name])}")
+    if name in RANGES:
+        lo, hi, lo_inclusive = RANGES[name]
+        vals = value if isinstance(value, tuple) else (value,)
+        for v in vals:
+            if lo is not None and (v < lo or (v == lo and not lo_inclusive)):
+                raise ConfigError(f"{name}: {v} out of range; must be {'>=' if lo_inclusive else '>'} {lo}"
+                                  + (f" and <= {hi}" if hi is not None else ""))
+            if hi is not None and v > hi:
+                raise ConfigError(f"{name}: {v} out of range; must be <= {hi}")
+
+
+def _build(cls, values: dict[str, Any], prefix: str = ""):
+    hints = _hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in values.items():
+        full = prefix + key
+        if key not in names:
+            raise ConfigError(f"unknown field {full!r}; accepted fields: {', '.join(prefix + n for n in names)}")
+        if dataclasses.is_dataclass(hints[key]):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{full}: expected a mapping of {hints[key].__name__} fields")
+            kwargs[key] = _build(hints[key], value, full + ".")
+            continue
+        kwargs[key] = _coerce(full, value, hints[key])
+        _check(full, kwargs[key])
+    return cls(**kwargs)
+
+
+def load_presets() -> dict[str, dict]:
+    with open(PRESETS_FILE) as f:
+        return yaml.safe_load(f)
+
+
+def _nest(flat: dict[str, Any]) -> dict[str, Any]:
+    """{'growth.p_c': 0.2} -> {'growth': {'p_c': 0.2}}; nested dicts pass through."""
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        head, _, rest = key.partition(".")
+        if rest:
+            out.setdefault(head, {})
+            if not isinstance(out[head], dict):
+                raise ConfigError(f"{head}: expected a mapping")
+            out[head].update(_nest({rest: value}))
+        elif isinstance(value, dict):
+            out.setdefault(key, {}).update(value)
+        else:
+            out[key] = value
+    return out
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def make_spec(preset: str | None = None, **overrides: Any) -> RunSpec:
+    """Resolve a RunSpec: dataclass defaults <- preset <- preset's per-dataset block <- overrides.
+
+    Overrides may use dotted names for nested sections (``**{"growth.p_c": 0.3}``)."""
+    from bench import methods  # the method must be registered; imported late to avoid a cycle
+    from bench.models import ARCHS
+
+    values: dict[str, Any] = {}
+    over = _nest(overrides)
+    if preset is not None:
+        presets = load_presets()
+        if preset not in presets:
+            raise ConfigError(f"preset: {preset!r} not accepted; accepted values: {', '.join(presets)}")
+        p = dict(presets[preset])
+        per_dataset = p.pop("datasets", {}) or {}
+        values = _merge(values, p)
+        dataset = over.get("dataset", values.get("dataset", RunSpec.dataset))
+        values = _merge(values, per_dataset.get(dataset, {}))
+    values = _merge(values, over)
+    spec = _build(RunSpec, values)
+    if spec.arch not in ARCHS:
+        raise ConfigError(f"arch: {spec.arch!r} not accepted; accepted values: {', '.join(ARCHS)}")
+    if spec.method not in methods.METHODS:
+        raise ConfigError(f"method: {spec.method!r} not accepted; accepted values: {', '.join(methods.METHODS)}")
+    if spec.lr_schedule == "step" and any(e > spec.epochs for e in spec.lr_decay_epochs):
+        raise ConfigError(f"lr_decay_epochs: {spec.lr_decay_epochs} must lie within 1..epochs ({spec.epochs})")
+    if spec.warmup_epochs >= spec.epochs:
+        raise ConfigError(f"warmup_epochs: {spec.warmup_epochs} must be < epochs ({spec.epochs})")
+    return spec
+
+
+def spec_to_dict(spec: RunSpec) -> dict[str, Any]:
+    return json.loads(json.dumps(dataclasses.asdict(spec)))
+
+
+def spec_from_dict(d: dict[str, Any]) -> RunSpec:
+    return _build(RunSpec, d)
+
+
+def config_hash(spec: RunSpec) -> str:
+    """sha256 of the canonical JSON of every field that changes what the run computes."""
+    d = spec_to_dict(spec)
+    for k in UNHASHED:
+        d.pop(k, None)
+    return hashlib.sha256(json.dumps(d, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def run_id(spec: RunSpec) -> str:
+    return f"{spec.method}-{spec.arch}-{spec.dataset}-s{spec.seed}-{config_hash(spec)[:10]}"
+
+
+def field_names(cls=RunSpec, prefix: str = "") -> list[tuple[str, Any]]:
+    """(dotted name, type hint) for every leaf field, for the CLI's flags."""
+    out = []
+    for name, hint in _hints(cls).items():
+        if dataclasses.is_dataclass(hint):
+            out += field_names(hint, prefix + name + ".")
+        else:
+            out.append((prefix + name, hint))
+    return out
+
+
+def load_suites() -> dict[str, dict]:
+    with open(SUITES_FILE) as f:
+        return yaml.safe_load(f)
+
+
+def suite_specs(name: str, preset: str | None, **overrides: Any) -> list[RunSpec]:
+    """The runs of a named suite: each entry's fields over the preset, the CLI's overrides last."""
+    suites = load_suites()
+    if name not in suites:
+        raise ConfigError(f"suite: {name!r} not accepted; accepted values: {', '.join(suites)}")
+    suite = suites[name]
+    preset = preset or suite.get("preset")
+    seeds = suite.get("seeds", [0])
+    specs = []
+    for run in suite["runs"]:
+        for seed in run.get("seeds", seeds):
+            entry = {k: v for k, v in run.items() if k != "seeds"}
+            specs.append(make_spec(preset, **_merge(_nest({**suite.get("common", {}), **entry, "seed": seed}),
+                                                    _nest(overrides))))
+    return specs

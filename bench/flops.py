@@ -1,0 +1,48 @@
+"""FLOPs per width configuration, counted by torch.utils.flop_counter on the meta device.
+
+Convention, written into every result: FLOPs = 2 per multiply-accumulate, counting the ops that
+FlopCounterMode counts (convolutions, linear layers, matmuls; forward and backward); BatchNorm,
+activations, pooling and the optimizer update are not counted. A training step is forward +
+cross-entropy + backward at the real batch size; an evaluation step is forward only.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+CONVENTION = ("FLOPs = 2 x multiply-accumulates of conv, linear and matmul ops as counted by "
+              "torch.utils.flop_counter.FlopCounterMode; training step = forward + backward at the real "
+              "batch size; BN, activations, pooling and optimizer updates excluded")
+
+
+def count_flops(model: torch.nn.Module, x: torch.Tensor, train: bool) -> int:
+    """FLOPs of one forward (and, if ``train``, cross-entropy backward) of ``model`` on ``x``."""
+    model.train(train)
+    with FlopCounterMode(display=False) as counter:
+        if train:
+            out = model(x)
+            F.cross_entropy(out, torch.zeros(x.shape[0], dtype=torch.long, device=x.device)).backward()
+        else:
+            with torch.no_grad():
+                model(x)
+    return int(counter.get_total_flops())
+
+
+@lru_cache(maxsize=4096)
+def _cached(arch: str, widths: tuple[tuple[str, int], ...], num_classes: int, image_size: int, batch: int,
+            train: bool) -> int:
+    from bench.models import build
+
+    with torch.device("meta"):
+        model = build(arch, num_classes=num_classes, widths=dict(widths), image_size=image_size)
+        x = torch.empty(batch, 3, image_size, image_size)
+    return count_flops(model, x, train)
+
+
+def step_flops(arch: str, widths: dict[str, int], num_classes: int, image_size: int, batch: int,
+               train: bool = True) -> int:
+    """FLOPs of one training (or evaluation) step of ``arch`` at ``widths``; cached by widths."""
+    return _cached(arch, tuple(widths.items()), num_classes, image_size, batch, train)

@@ -1,0 +1,119 @@
+"""Shared pieces of the width-parameterised models: the base class and layer helpers.
+
+A model is built from ``widths`` (channel group name -> int). While it builds its layers it
+declares, layer by layer, which group each tensor dimension belongs to (growth.widths).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from growth.widths import ChannelGroup, GroupBuilder
+
+RGB = None  # "group" of the image channels: fixed by the data, owned by no channel group
+
+
+class WidthModel(nn.Module):
+    """Base of every growable model: holds the widths and the channel-group declaration."""
+
+    arch: str = ""
+
+    def __init__(self, widths: dict[str, int], num_classes: int):
+        super().__init__()
+        self.widths = {k: int(v) for k, v in widths.items()}
+        self.num_classes = num_classes
+        self._gb = GroupBuilder()
+        for name, w in self.widths.items():
+            self._gb.group(name, w)
+        self._fixed: dict[tuple[str, str, int], int] = {}
+
+    # -- declaration helpers, used while building ------------------------------------------
+    def conv(self, path: str, cin: str | None, cout: str, k: int, stride: int = 1, padding: int | None = None,
+             in_channels: int = 3) -> nn.Conv2d:
+        cin_n = in_channels if cin is RGB else self.widths[cin]
+        layer = nn.Conv2d(cin_n, self.widths[cout], k, stride, k // 2 if padding is None else padding, bias=False)
+        self._gb.add(cout, path, "out")
+        if cin is RGB:
+            self._fixed[(path, "weight", 1)] = in_channels
+        else:
+            self._gb.add(cin, path, "in")
+        return layer
+
+    def depthwise(self, path: str, group: str, k: int = 3, stride: int = 1) -> nn.Conv2d:
+        c = self.widths[group]
+        self._gb.add(group, path, "depthwise")
+        return nn.Conv2d(c, c, k, stride, k // 2, groups=c, bias=False)
+
+    def bn(self, path: str, group: str) -> nn.BatchNorm2d:
+        self._gb.add(group, path, "bn")
+        return nn.BatchNorm2d(self.widths[group])
+
+    def linear(self, path: str, cin: str | None, cout: str | None, in_features: int = 0, span: int = 1,
+               bias: bool = True) -> nn.Linear:
+        """A Linear reading group ``cin`` (``span`` columns per channel) and writing group ``cout``
+        (None: the classes, or the flattened image when ``cin`` is None)."""
+        n_in = in_features if cin is None else self.widths[cin] * span
+        n_out = self.num_classes if cout is None else self.widths[cout]
+        layer = nn.Linear(n_in, n_out, bias=bias)
+        if cin is None:
+            self._fixed[(path, "weight", 1)] = in_features
+        else:
+            self._gb.add(cin, path, "in", span)
+        if cout is None:
+            self._fixed[(path, "weight", 0)] = self.num_classes
+            if bias:
+                self._fixed[(path, "bias", 0)] = self.num_classes
+        else:
+            self._gb.add(cout, path, "out")
+        return layer
+
+    def gather(self, path: str, cin: str, cout: str, stride: int) -> "GatherShortcut":
+        self._gb.add(cin, path, "gather_in")
+        self._gb.add(cout, path, "gather_out")
+        return GatherShortcut(self.widths[cin], self.widths[cout], stride)
+
+    # -- the public width structure ---------------------------------------------------------
+    def channel_groups(self) -> list[ChannelGroup]:
+        members = {g.name: g.members for g in self._gb.groups()}
+        return [ChannelGroup(n, self.widths[n], members[n]) for n in self.widths]
+
+    def fixed_dims(self) -> dict[tuple[str, str, int], int]:
+        return dict(self._fixed)
+
+    def init_weights(self) -> None:
+        """Kaiming-normal (fan-in, ReLU gain) for convs and hidden linears; N(0, 1/fan_in) for the
+        classifier; BN gamma 1, beta 0. paper.md 2.3: the thin network uses the same rule as growth."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+            elif isinstance(m, nn.Linear):
+                gain = 1.0 if m.out_features == self.num_classes and m is self.classifier else math.sqrt(2.0)
+                nn.init.normal_(m.weight, 0.0, gain / math.sqrt(m.in_features))
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+
+class GatherShortcut(nn.Module):
+    """ResNet option-A shortcut as an explicit channel gather: subsample by ``stride``, then output
+    channel j reads input channel src[j], or is zero where src[j] == -1. A fresh model pads
+    symmetrically as He et al. do; growth appends entries to ``src`` (paper.md 4)."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        self.stride = stride
+        src = torch.full((c_out,), -1, dtype=torch.long)
+        pad = (c_out - c_in) // 2
+        src[pad:pad + c_in] = torch.arange(c_in)
+        self.register_buffer("src", src)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x[:, :, ::self.stride, ::self.stride]
+        # one extra zero channel at index C_in serves every src == -1
+        x = F.pad(x, (0, 0, 0, 0, 0, 1))
+        return x.index_select(1, torch.where(self.src < 0, x.shape[1] - 1, self.src))

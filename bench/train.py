@@ -1,0 +1,298 @@
+"""The one training loop every method runs on.
+
+for each epoch:
+    method.before_epoch(ctx)      may grow the model; the optimizer is then rebuilt over the new
+                                  parameters with its state carried (old slice copied, new zero) or reset
+    lr multipliers                method.lr_multipliers(model), per element (LRA)
+    train steps                   lr = schedule(epoch progress), assigned to the param groups every step
+    evaluate, account FLOPs (cached per width) and time, append history, checkpoint
+result.json is written last, atomically.
+"""
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+import traceback
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bench import methods
+from bench.config import SCHEMA_VERSION, RunSpec, config_hash, run_id, spec_to_dict
+from bench.data import NUM_CLASSES, make_loaders
+from bench.flops import CONVENTION, step_flops
+from bench.models import build, default_image_size
+from bench.optim import SGD, rebuild_optimizer
+from bench.records import RunDir, environment
+from bench.timing import SectionTimer
+from growth.widths import param_count, widths_of
+
+GROWTH_STREAM = 1  # data stream for growth signals (TensorLoader.iterate)
+
+
+def lr_at(spec: RunSpec, progress: float) -> float:
+    """Learning rate at ``progress`` epochs into training (a float: epoch + step / steps_per_epoch).
+
+    A pure function of the position in training, so growth (new parameters, a new optimizer, a new
+    batch size) never breaks the schedule."""
+    if progress < spec.warmup_epochs:
+        return spec.lr * progress / spec.warmup_epochs
+    if spec.lr_schedule == "cosine":
+        t = (progress - spec.warmup_epochs) / (spec.epochs - spec.warmup_epochs)
+        return spec.lr * 0.5 * (1.0 + math.cos(math.pi * min(t, 1.0)))
+    return spec.lr * spec.lr_decay ** sum(progress >= m for m in spec.lr_decay_epochs)
+
+
+def resolve_device(spec: RunSpec) -> torch.device:
+    if spec.device == "cuda" or (spec.device == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise RuntimeError("device: cuda requested but torch.cuda.is_available() is False")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def setup_runtime(spec: RunSpec) -> None:
+    if spec.threads:
+        torch.set_num_threads(spec.threads)
+    if spec.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    else:
+        torch.use_deterministic_algorithms(False)
+        torch.backends.cudnn.benchmark = True
+
+
+def autocast(spec: RunSpec, device: torch.device):
+    if spec.precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def place(model: nn.Module, spec: RunSpec, device: torch.device) -> nn.Module:
+    model = model.to(device)
+    if spec.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def compile_model(model: nn.Module, spec: RunSpec):
+    if not spec.compile:
+        return model
+    import torch._dynamo
+
+    # every growth is a new shape: keep the recompile limit above the number of stages, or Dynamo
+    # silently falls back to eager after it
+    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+    return torch.compile(model)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, spec: RunSpec, device: torch.device) -> tuple[float, float]:
+    model.eval()
+    loss = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    n = 0
+    for x, y in loader:
+        with autocast(spec, device):
+            out = model(x)
+        loss += F.cross_entropy(out.float(), y, reduction="sum")
+        correct += (out.argmax(1) == y).sum()
+        n += len(y)
+    return loss.item() / n, correct.item() / n
+
+
+def eval_flops(spec: RunSpec, widths: dict, n: int, num_classes: int, image_size: int) -> int:
+    full, rest = divmod(n, spec.eval_batch_size)
+    f = full * step_flops(spec.arch, widths, num_classes, image_size, spec.eval_batch_size, train=False)
+    return f + (step_flops(spec.arch, widths, num_classes, image_size, rest, train=False) if rest else 0)
+
+
+def train_epoch(step_model, model: nn.Module, optimizer: SGD, loader, spec: RunSpec, epoch: int,
+                device: torch.device, bar=None) -> tuple[float, float]:
+    """One epoch of training steps; returns (mean training loss, last LR). ``step_model`` is
+    ``model`` or its compiled wrapper. The loss is summed on the device: no host sync per step."""
+    model.train()
+    steps = len(loader)
+    loss_sum = torch.zeros((), device=device)
+    lr = lr_at(spec, epoch)
+    for i, (x, y) in enumerate(loader):
+        lr = lr_at(spec, epoch + i / steps)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        with autocast(spec, device):
+            loss = F.cross_entropy(step_model(x), y, label_smoothing=spec.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_sum += loss.detach()
+        if bar is not None:
+            bar.update()
+    return loss_sum.item() / steps, lr
+
+
+def _progress_enabled(progress: bool | None) -> bool:
+    return sys.stderr.isatty() if progress is None else progress
+
+
+def run(spec: RunSpec, progress: bool | None = None, log=print) -> dict:
+    """Train one run to completion (resuming a partial one) and return its result."""
+    rd = RunDir(Path(spec.out_dir) / run_id(spec))
+    if rd.complete:
+        log(f"[{rd.path.name}] complete, skipped")
+        return rd.result()
+    try:
+        return _run(spec, rd, progress, log)
+    except KeyboardInterrupt:
+        raise
+    except Exception:
+        if rd.path.is_dir():
+            rd.write_failure(traceback.format_exc())
+        raise
+
+
+def _run(spec: RunSpec, rd: RunDir, progress: bool | None, log) -> dict:
+    t_setup = time.perf_counter()
+    setup_runtime(spec)
+    device = resolve_device(spec)
+    train_loader, test_loader, data_source = make_loaders(spec, device)
+    num_classes, image_size = NUM_CLASSES[spec.dataset], default_image_size(spec.arch)
+    if spec.dataset != "imagenet":
+        image_size = 32
+    method = methods.create(spec)
+    growth_gen = torch.Generator()
+
+    if rd.partial:
+        ck = rd.load_checkpoint()
+        model = build(spec.arch, num_classes, widths=ck["widths"], image_size=image_size)
+        model.load_state_dict(ck["model"])
+        st = ck["loop"]
+        method.load_state_dict(ck["method"])
+        growth_gen.set_state(ck["rng"]["growth"])
+        torch.set_rng_state(ck["rng"]["torch"])
+        rd.rewrite_history(st["history"])  # drop any row written after the checkpoint
+        log(f"[{rd.path.name}] resuming at epoch {st['epoch']}/{spec.epochs}")
+    else:
+        ck = None
+        torch.manual_seed(spec.seed)
+        growth_gen.manual_seed(spec.seed + 1_000_003)
+        model = build(spec.arch, num_classes, widths=method.start_widths(), image_size=image_size)
+        st = {"epoch": 0, "stage": 0, "history": [], "times": {}, "train_flops": 0, "eval_flops": 0,
+              "growth_flops": 0, "width_history": [{"epoch": 0, "widths": widths_of(model)}]}
+        rd.path.mkdir(parents=True, exist_ok=True)
+        rd.write_config(spec_to_dict(spec))
+        rd.rewrite_history([])
+    model = place(model, spec, device)
+    optimizer = SGD(model.parameters(), lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay,
+                    nesterov=spec.nesterov)
+    if ck is not None:
+        optimizer.load_state_dict(ck["optimizer"])
+    step_model = compile_model(model, spec)
+    timer = SectionTimer(device, st["times"])
+    setup_seconds = time.perf_counter() - t_setup
+    show = _progress_enabled(progress)
+
+    for epoch in range(st["epoch"], spec.epochs):
+        t_epoch = time.perf_counter()
+        before = dict(model.named_parameters())
+        ctx = methods.GrowthContext(model, epoch, spec, growth_gen,
+                                    lambda: train_loader.iterate(epoch, GROWTH_STREAM), device)
+        with timer.section("growth"):
+            event = method.before_epoch(ctx)
+            if event is not None:
+                model = place(ctx.model, spec, device)
+                optimizer = rebuild_optimizer(optimizer, before, model, event.optimizer_policy)
+                step_model = compile_model(model, spec)
+                st["stage"] += 1
+                st["growth_flops"] += int(event.extra_flops)
+                st["width_history"].append({"epoch": epoch, "widths": widths_of(model)})
+        mults = method.lr_multipliers(model) or {}
+        params = dict(model.named_parameters())
+        optimizer.multipliers = {params[k]: v for k, v in mults.items()}
+
+        train_loader.set_epoch(epoch)
+        bar = None
+        if show:
+            from tqdm import tqdm
+            bar = tqdm(total=len(train_loader), desc=f"epoch {epoch + 1}/{spec.epochs}", leave=False, file=sys.stderr)
+        with timer.section("train"):
+            train_loss, lr = train_epoch(step_model, model, optimizer, train_loader, spec, epoch, device, bar)
+        if bar is not None:
+            bar.close()
+        steps = len(train_loader)
+        widths = widths_of(model)
+        train_step = step_flops(spec.arch, widths, num_classes, image_size, train_loader.batch_size)
+        st["train_flops"] += steps * train_step
+        with timer.section("eval"):
+            test_loss, test_acc = evaluate(model, test_loader, spec, device)
+        st["eval_flops"] += eval_flops(spec, widths, test_loader.num_samples, num_classes, image_size)
+        st["epoch"] = epoch + 1
+        timer.totals["wall"] += time.perf_counter() - t_epoch  # the epoch without its checkpoint write
+        row = {"epoch": epoch + 1, "stage": st["stage"], "lr": lr, "batch_size": train_loader.batch_size,
+               "steps": steps, "train_loss": train_loss, "test_loss": test_loss, "test_acc": test_acc,
+               "widths": widths, "params": param_count(model), "train_step_flops": train_step,
+               "train_flops": st["train_flops"], "eval_flops": st["eval_flops"], "growth_flops": st["growth_flops"],
+               **{f"{k}_seconds": v for k, v in timer.as_dict().items()}, **method.log()}
+        if event is not None:
+            row["growth"] = event.info
+        st["history"].append(row)
+        rd.append_history(row)
+        if spec.checkpoint or epoch + 1 == spec.epochs:
+            with timer.section("checkpoint"):
+                st["times"] = timer.as_dict()
+                rd.save_checkpoint({"widths": widths, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                    "method": method.state_dict(), "loop": st,
+                                    "rng": {"torch": torch.get_rng_state(), "growth": growth_gen.get_state()}})
+        st["times"] = timer.as_dict()
+        log(f"[{rd.path.name}] epoch {epoch + 1}/{spec.epochs} stage {st['stage']} loss {train_loss:.4f} "
+            f"test_acc {test_acc:.4f} lr {lr:.4g} ({time.perf_counter() - t_epoch:.1f}s)")
+
+    result = build_result(spec, st, model, data_source, device, setup_seconds, num_classes, image_size,
+                          steps_per_epoch=len(train_loader), batch_size=spec.batch_size)
+    rd.write_result(result)
+    return result
+
+
+def build_result(spec, st, model, data_source, device, setup_seconds, num_classes, image_size,
+                 steps_per_epoch, batch_size) -> dict:
+    hist = st["history"]
+    t = st["times"]
+    target = methods.create(spec).target_widths()
+    large_flops = spec.epochs * steps_per_epoch * step_flops(spec.arch, target, num_classes, image_size, batch_size)
+    per_stage = {}
+    for row in hist:
+        s = per_stage.setdefault(row["stage"], {"stage": row["stage"], "widths": row["widths"], "epochs": 0,
+                                                "train_flops": 0})
+        s["epochs"] += 1
+        s["train_flops"] += row["steps"] * row["train_step_flops"]
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": run_id(spec),
+        "config_hash": config_hash(spec),
+        "config": spec_to_dict(spec),
+        "method": spec.method,
+        "data_source": data_source,
+        "environment": environment(device),
+        "mode": {"precision": spec.precision, "channels_last": spec.channels_last, "compile": spec.compile,
+                 "deterministic": spec.deterministic, "device": str(device)},
+        "status": "complete",
+        "times": {"train_seconds": t.get("train", 0.0), "eval_seconds": t.get("eval", 0.0),
+                  "growth_seconds": t.get("growth", 0.0), "checkpoint_seconds": t.get("checkpoint", 0.0),
+                  "total_seconds": t.get("wall", 0.0) + t.get("checkpoint", 0.0),
+                  "last_setup_seconds": setup_seconds},
+        "flops": {"convention": CONVENTION, "train": st["train_flops"], "eval": st["eval_flops"],
+                  "growth_overhead": st["growth_flops"], "train_with_overhead": st["train_flops"] + st["growth_flops"],
+                  "large_train": large_flops, "train_cost_fraction": st["train_flops"] / large_flops,
+                  "per_stage": list(per_stage.values())},
+        "final_params": param_count(model),
+        "final_widths": widths_of(model),
+        "width_history": st["width_history"],
+        "epochs": hist,
+        "final_test_acc": hist[-1]["test_acc"],
+        "best_test_acc": max(h["test_acc"] for h in hist),
+    }

@@ -1,0 +1,145 @@
+"""The width structure of a model: which tensor dimensions share a channel index.
+
+Every model in ``bench.models`` declares its **channel groups** once. A group is a set of
+tensor dimensions that are indexed by the same channels: widening the group by k channels
+means appending k entries along each of those dimensions. Growers never name layers; they
+receive groups and edit each member according to its role:
+
+  out        conv/linear weight dim 0 (and bias): the layer *produces* the group's channels
+  in         conv/linear weight dim 1: the layer *reads* them; ``span`` > 1 when a flatten puts
+             each channel's H*W positions next to each other in a Linear's input
+  bn         BatchNorm weight, bias, running_mean, running_var (one entry per channel)
+  depthwise  a depthwise conv (groups == channels): produces and reads the group at once
+  gather_in  a parameter-free channel gather (ResNet option-A shortcut): its ``src`` map
+             holds indices into this group
+  gather_out the same gather: its output has one entry per channel of this group
+
+``check_width_structure`` proves a declaration complete: every dimension of every conv,
+linear and BN tensor that is not fixed by the data (RGB inputs, classes) belongs to exactly
+one group, with the group's width.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from torch import nn
+
+ROLES = ("out", "in", "bn", "depthwise", "gather_in", "gather_out")
+
+
+@dataclass(frozen=True)
+class Member:
+    path: str  # module path inside the model, as in model.named_modules()
+    role: str  # one of ROLES
+    span: int = 1  # input columns per channel (flatten into Linear: H*W)
+
+    def __post_init__(self):
+        if self.role not in ROLES:
+            raise ValueError(f"member role {self.role!r} not in {ROLES}")
+
+
+@dataclass(frozen=True)
+class ChannelGroup:
+    name: str
+    width: int
+    members: tuple[Member, ...] = field(default_factory=tuple)
+
+    def producers(self) -> list[Member]:
+        return [m for m in self.members if m.role in ("out", "depthwise", "gather_out")]
+
+    def consumers(self) -> list[Member]:
+        return [m for m in self.members if m.role in ("in", "depthwise", "gather_in")]
+
+
+class GroupBuilder:
+    """Collects members while a model builds its layers, so each layer is declared where it is made."""
+
+    def __init__(self):
+        self.widths: dict[str, int] = {}
+        self._members: dict[str, list[Member]] = {}
+
+    def group(self, name: str, width: int) -> str:
+        if name in self.widths:
+            raise ValueError(f"channel group {name!r} declared twice")
+        self.widths[name] = int(width)
+        self._members[name] = []
+        return name
+
+    def add(self, group: str, path: str, role: str, span: int = 1) -> None:
+        self._members[group].append(Member(path, role, span))
+
+    def groups(self) -> list[ChannelGroup]:
+        return [ChannelGroup(n, self.widths[n], tuple(self._members[n])) for n in self.widths]
+
+
+def _dims_of(module: nn.Module, role: str, span: int) -> list[tuple[str, int, int]]:
+    """(tensor name, dim, expected size per channel) that a member of this role covers."""
+    if role == "out":
+        dims = [("weight", 0, 1)]
+        if getattr(module, "bias", None) is not None:
+            dims.append(("bias", 0, 1))
+        return dims
+    if role == "in":
+        return [("weight", 1, span)]
+    if role == "bn":
+        return [(t, 0, 1) for t in ("weight", "bias", "running_mean", "running_var")
+                if getattr(module, t, None) is not None]
+    if role == "depthwise":
+        return [("weight", 0, 1)] + ([("bias", 0, 1)] if module.bias is not None else [])
+    if role == "gather_out":
+        return [("src", 0, 1)]
+    if role == "gather_in":
+        return []  # the src *values* index this group; checked separately
+    raise ValueError(role)
+
+
+def check_width_structure(model: nn.Module, fixed: dict[tuple[str, str, int], int] | None = None) -> None:
+    """Raise AssertionError unless ``model.channel_groups()`` covers every channel dimension once.
+
+    ``fixed`` maps (module path, tensor, dim) to a size that no group owns (RGB input, classes);
+    by default the model's ``fixed_dims()`` is used.
+    """
+    modules = dict(model.named_modules())
+    fixed = dict(model.fixed_dims() if fixed is None else fixed)
+    covered: dict[tuple[str, str, int], str] = {}
+    for g in model.channel_groups():
+        for m in g.members:
+            assert m.path in modules, f"group {g.name}: no module {m.path!r}"
+            mod = modules[m.path]
+            for tname, dim, per in _dims_of(mod, m.role, m.span):
+                key = (m.path, tname, dim)
+                assert key not in covered, f"{key} in groups {covered[key]} and {g.name}"
+                covered[key] = g.name
+                size = getattr(mod, tname).shape[dim]
+                assert size == g.width * per, f"group {g.name} width {g.width}: {key} has {size}, expected {g.width * per}"
+            if m.role == "depthwise":
+                assert mod.groups == g.width, f"{m.path}: groups={mod.groups}, group {g.name} width {g.width}"
+            if m.role == "gather_in":
+                src = mod.src
+                assert int(src.max()) < g.width and int(src.min()) >= -1, f"{m.path}: src out of range for {g.name}"
+    for path, mod in modules.items():
+        tensors = []
+        if isinstance(mod, (nn.Conv2d, nn.Linear)):
+            tensors = [("weight", d) for d in range(2)]
+            if mod.bias is not None:
+                tensors.append(("bias", 0))
+        elif isinstance(mod, nn.modules.batchnorm._BatchNorm):
+            tensors = [(t, 0) for t in ("weight", "bias", "running_mean", "running_var")]
+        for tname, dim in tensors:
+            key = (path, tname, dim)
+            if isinstance(mod, nn.Conv2d) and mod.groups > 1 and dim == 1:
+                assert getattr(mod, tname).shape[1] == 1, f"{path}: grouped conv must be depthwise"
+                continue
+            if key in fixed:
+                assert getattr(mod, tname).shape[dim] == fixed[key], f"{key}: expected fixed size {fixed[key]}"
+                continue
+            assert key in covered, f"{key} (size {getattr(mod, tname).shape[dim]}) belongs to no channel group"
+
+
+def param_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def widths_of(model: nn.Module) -> dict[str, int]:
+    """The model's current widths as plain ints, in declaration order."""
+    return {g.name: int(g.width) for g in model.channel_groups()}

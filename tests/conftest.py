@@ -1,0 +1,27 @@
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "cifar10-jpegq75"
+
+
+@pytest.fixture(scope="session")
+def cifar_dir() -> Path:
+    """The CIFAR-10 JPEG copy. CI sets GROWBENCH_REQUIRE_DATA=1, so there a missing copy fails
+    instead of skipping the tests that train on real images."""
+    path = Path(os.environ.get("GROWBENCH_DATA", DEFAULT_DATA))
+    if not (path / "SHA256SUMS").is_file():
+        if os.environ.get("GROWBENCH_REQUIRE_DATA") == "1":
+            pytest.fail(f"GROWBENCH_DATA={path}: the CIFAR-10 JPEG copy is not there")
+        pytest.skip(f"no CIFAR-10 copy at {path} (set GROWBENCH_DATA)")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    # the same thread count in every test: CPU float reductions then repeat exactly
+    torch.set_num_threads(2)
+    yield
