@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from bench.methods import Method, register
-from bench.models import scaled_widths
+from growth.schedule import stage_widths
 
 
 @register("large")
@@ -12,7 +12,8 @@ class Large(Method):
 
 @register("small")
 class Small(Method):
-    """The network at the growth schedule's start width (``growth.start_fraction``), at fixed size."""
+    """The network at the growth schedule's start widths (stage 0), trained at fixed size."""
 
     def start_widths(self) -> dict[str, int]:
-        return scaled_widths(self.spec.arch, self.spec.width_mult * self.spec.growth.start_fraction)
+        gs = self.spec.growth
+        return stage_widths(self.target_widths(), gs.start_fraction, gs.p_c, gs.width_rule)[0]

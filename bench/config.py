@@ -27,15 +27,29 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class GrowthSpec:
-    """How a growing method changes width over training; the growth issues add their fields here."""
+    """How a growing method changes width over training (paper.md 6-7, growth/schedule.py)."""
     start_fraction: float = 0.25  # width of the first stage as a fraction of the target widths
-    schedule: str = "exp"  # exp (stages lengthen by p_T) | fixed (equal stages, p_T = 0) | list
+    schedule: str = "exp"  # exp (stages lengthen by p_t) | fixed (a growth every t0 epochs) | list
     p_c: float = 0.2  # each stage adds round_to_even(p_c * current width) channels
-    p_t: float = 0.2  # each stage lasts (1 + p_t) times the previous one, in epochs
-    t0: float = 5.0  # epochs of the first stage (paper.md 6: 5 for CIFAR-10/100 epochs)
-    width_rule: str = "global"  # global (one ratio sequence for all layers) | per_layer
-    growth_epochs: tuple[int, ...] = ()  # schedule=list: epochs at which to grow
-    stages: int = 0  # number of growth steps; 0 = as many as p_c needs to reach full width
+    p_t: float = 0.2  # exp: stage t lasts T_(t-1) + round(p_t * T_(t-1)) epochs
+    t0: int = 5  # epochs of the first stage (paper.md 6: 5 for CIFAR-10 at 100 epochs)
+    width_rule: str = "global"  # global (the widest layer's ratio sequence for all) | per_layer
+    growth_epochs: tuple[int, ...] = ()  # schedule=list: the epochs (0-based) before which to grow
+    stages: int = 0  # growth steps; 0 = as many as p_c needs to reach full width
+    # variance transfer (growth/vt.py)
+    vt_exponent: float = 0.5  # rescale s = (C_t / C_t+1)^e; init variance g^2/F (0.5) or 1/F^2 (1.0)
+    vt_mode: str = "fanin"  # fanin | constraint_old | constraint_new (rescale from measured variance)
+    rescale_classifier: bool = False  # rescale the classifier's old columns too (not function-preserving)
+    rescale_unnormalized: bool = False  # rescale layers with no BN after them (not function-preserving)
+    # learning-rate adaptation (growth/lra.py)
+    lra_norm: str = "total"  # total: ||W_dt||_F / ||W_0||_F | rms: per-entry RMS ratio
+    lra_every: str = "epoch"  # recompute the multipliers every epoch | every step
+    # optimizer state at growth
+    optimizer: str = "carry"  # carry (old slice copied, new zero) | reset
+    # batch-size adaptation (growth/batch.py)
+    batch_adapt: bool = False  # B_t = B * 2^floor(log2(MACs_full / MACs_t)), capped
+    batch_max_factor: int = 8  # cap on B_t / B
+    batch_lr_scaling: bool = False  # scale the LR with B_t / B (the paper does not)
 
 
 @dataclass(frozen=True)
@@ -85,6 +99,11 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "precision": ("fp32", "bf16"),
     "growth.schedule": ("exp", "fixed", "list"),
     "growth.width_rule": ("global", "per_layer"),
+    "growth.vt_exponent": (0.5, 1.0),
+    "growth.vt_mode": ("fanin", "constraint_old", "constraint_new"),
+    "growth.lra_norm": ("total", "rms"),
+    "growth.lra_every": ("epoch", "step"),
+    "growth.optimizer": ("carry", "reset"),
 }
 # field -> (lowest, highest, lowest inclusive); None = unbounded
 RANGES: dict[str, tuple[float | None, float | None, bool]] = {
@@ -94,7 +113,8 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "warmup_epochs": (0, None, True), "lr_decay": (0, 1, False), "label_smoothing": (0, 1, True),
     "threads": (0, None, True), "seed": (0, None, True), "subset_seed": (0, None, True),
     "growth.start_fraction": (0, 1, False), "growth.p_c": (0, None, False), "growth.p_t": (0, None, True),
-    "growth.t0": (0, None, False), "growth.stages": (0, None, True),
+    "growth.t0": (1, None, True), "growth.stages": (0, None, True), "growth.growth_epochs": (1, None, True),
+    "growth.batch_max_factor": (1, None, True),
 }
 # fields that do not change what a run computes: left out of the config hash
 UNHASHED = ("data_dir", "download", "out_dir", "eval_batch_size", "checkpoint", "threads")
@@ -144,7 +164,7 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
 
 def _check(name: str, value: Any) -> None:
     if name in CHOICES and value not in CHOICES[name]:
-        raise ConfigError(f"{name}: {value!r} not accepted; accepted values: {', '.join(CHOICES[name])}")
+        raise ConfigError(f"{name}: {value!r} not accepted; accepted values: {', '.join(map(str, CHOICES[name]))}")
     if name in RANGES:
         lo, hi, lo_inclusive = RANGES[name]
         vals = value if isinstance(value, tuple) else (value,)
@@ -229,6 +249,12 @@ def make_spec(preset: str | None = None, **overrides: Any) -> RunSpec:
         raise ConfigError(f"method: {spec.method!r} not accepted; accepted values: {', '.join(methods.METHODS)}")
     if spec.lr_schedule == "step" and any(e > spec.epochs for e in spec.lr_decay_epochs):
         raise ConfigError(f"lr_decay_epochs: {spec.lr_decay_epochs} must lie within 1..epochs ({spec.epochs})")
+    if spec.method not in ("large", "small") or spec.growth.schedule == "list":
+        from growth.schedule import ScheduleError, make_schedule
+        try:
+            make_schedule(spec)
+        except ScheduleError as e:
+            raise ConfigError(str(e)) from None
     if spec.warmup_epochs >= spec.epochs:
         raise ConfigError(f"warmup_epochs: {spec.warmup_epochs} must be < epochs ({spec.epochs})")
     return spec

@@ -196,6 +196,10 @@ class TensorLoader:
     def num_samples(self) -> int:
         return len(self) * self.batch_size if self.drop_last else len(self.labels)
 
+    @property
+    def size(self) -> int:
+        return len(self.labels)
+
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
@@ -274,6 +278,10 @@ class EpochDataLoader(torch.utils.data.DataLoader):
     @property
     def num_samples(self) -> int:
         return len(self) * self.batch_size if self.drop_last else len(self.dataset)
+
+    @property
+    def size(self) -> int:
+        return len(self.dataset)
 
 
 def make_loaders(spec, device: torch.device):

@@ -51,6 +51,13 @@ class Method:
     def before_epoch(self, ctx: GrowthContext) -> GrowthEvent | None:
         return None
 
+    def batch_size(self, epoch: int) -> int:
+        """Training batch size for this epoch (batch-size adaptation changes it with the width)."""
+        return self.spec.batch_size
+
+    # recompute lr_multipliers before every step instead of once per epoch
+    multipliers_every_step = False
+
     def lr_multipliers(self, model: nn.Module) -> dict[str, torch.Tensor | float] | None:
         """Per-parameter LR multipliers by parameter name (tensor: per element), or None."""
         return None
@@ -83,3 +90,4 @@ def create(spec) -> Method:
 # Built-in methods register themselves on import; listed here so the registry is complete as soon
 # as bench.methods is imported.
 import baselines.fixed  # noqa: E402,F401
+import growth.method  # noqa: E402,F401

@@ -113,8 +113,14 @@ def eval_flops(spec: RunSpec, widths: dict, n: int, num_classes: int, image_size
     return f + (step_flops(spec.arch, widths, num_classes, image_size, rest, train=False) if rest else 0)
 
 
+def set_multipliers(optimizer: SGD, model: nn.Module, method) -> None:
+    mults = method.lr_multipliers(model) or {}
+    params = dict(model.named_parameters())
+    optimizer.multipliers = {params[k]: v for k, v in mults.items()}
+
+
 def train_epoch(step_model, model: nn.Module, optimizer: SGD, loader, spec: RunSpec, epoch: int,
-                device: torch.device, bar=None) -> tuple[float, float]:
+                device: torch.device, bar=None, step_hook=None) -> tuple[float, float]:
     """One epoch of training steps; returns (mean training loss, last LR). ``step_model`` is
     ``model`` or its compiled wrapper. The loss is summed on the device: no host sync per step."""
     model.train()
@@ -125,6 +131,8 @@ def train_epoch(step_model, model: nn.Module, optimizer: SGD, loader, spec: RunS
         lr = lr_at(spec, epoch + i / steps)
         for group in optimizer.param_groups:
             group["lr"] = lr
+        if step_hook is not None:
+            step_hook()
         with autocast(spec, device):
             loss = F.cross_entropy(step_model(x), y, label_smoothing=spec.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
@@ -211,17 +219,18 @@ def _run(spec: RunSpec, rd: RunDir, progress: bool | None, log) -> dict:
                 st["stage"] += 1
                 st["growth_flops"] += int(event.extra_flops)
                 st["width_history"].append({"epoch": epoch, "widths": widths_of(model)})
-        mults = method.lr_multipliers(model) or {}
-        params = dict(model.named_parameters())
-        optimizer.multipliers = {params[k]: v for k, v in mults.items()}
-
+        set_multipliers(optimizer, model, method)
+        step_hook = (lambda: set_multipliers(optimizer, model, method)) if method.multipliers_every_step else None
+        if method.batch_size(epoch) != train_loader.batch_size:
+            train_loader.batch_size = method.batch_size(epoch)
         train_loader.set_epoch(epoch)
         bar = None
         if show:
             from tqdm import tqdm
             bar = tqdm(total=len(train_loader), desc=f"epoch {epoch + 1}/{spec.epochs}", leave=False, file=sys.stderr)
         with timer.section("train"):
-            train_loss, lr = train_epoch(step_model, model, optimizer, train_loader, spec, epoch, device, bar)
+            train_loss, lr = train_epoch(step_model, model, optimizer, train_loader, spec, epoch, device, bar,
+                                         step_hook)
         if bar is not None:
             bar.close()
         steps = len(train_loader)
@@ -253,7 +262,7 @@ def _run(spec: RunSpec, rd: RunDir, progress: bool | None, log) -> dict:
             f"test_acc {test_acc:.4f} lr {lr:.4g} ({time.perf_counter() - t_epoch:.1f}s)")
 
     result = build_result(spec, st, model, data_source, device, setup_seconds, num_classes, image_size,
-                          steps_per_epoch=len(train_loader), batch_size=spec.batch_size)
+                          steps_per_epoch=train_loader.size // spec.batch_size, batch_size=spec.batch_size)
     rd.write_result(result)
     return result
 

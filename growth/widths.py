@@ -32,6 +32,7 @@ class Member:
     path: str  # module path inside the model, as in model.named_modules()
     role: str  # one of ROLES
     span: int = 1  # input columns per channel (flatten into Linear: H*W)
+    after: str | None = None  # bn: the producer whose output it normalises (its rescale moves the statistics)
 
     def __post_init__(self):
         if self.role not in ROLES:
@@ -66,7 +67,10 @@ class GroupBuilder:
         return name
 
     def add(self, group: str, path: str, role: str, span: int = 1) -> None:
-        self._members[group].append(Member(path, role, span))
+        after = None
+        if role == "bn":  # a BN normalises the producer declared just before it in its group
+            after = next(m.path for m in reversed(self._members[group]) if m.role in ("out", "depthwise"))
+        self._members[group].append(Member(path, role, span, after))
 
     def groups(self) -> list[ChannelGroup]:
         return [ChannelGroup(n, self.widths[n], tuple(self._members[n])) for n in self.widths]
@@ -134,6 +138,23 @@ def check_width_structure(model: nn.Module, fixed: dict[tuple[str, str, int], in
                 assert getattr(mod, tname).shape[dim] == fixed[key], f"{key}: expected fixed size {fixed[key]}"
                 continue
             assert key in covered, f"{key} (size {getattr(mod, tname).shape[dim]}) belongs to no channel group"
+
+
+def layer_groups(model: nn.Module) -> dict[str, dict]:
+    """For every conv/linear layer: the group of its outputs and of its inputs (None where fixed by the
+    data or the classes) and its input span. Growers and LRA use it to see a layer's two sides."""
+    out: dict[str, dict] = {}
+    for g in model.channel_groups():
+        for m in g.members:
+            if m.role in ("out", "in", "depthwise"):
+                entry = out.setdefault(m.path, {"out": None, "in": None, "span": 1, "depthwise": False})
+                if m.role in ("out", "depthwise"):
+                    entry["out"] = g.name
+                if m.role in ("in", "depthwise"):
+                    entry["in"] = g.name
+                    entry["span"] = m.span
+                entry["depthwise"] = m.role == "depthwise"
+    return out
 
 
 def param_count(model: nn.Module) -> int:

@@ -16,6 +16,10 @@ from growth.widths import ChannelGroup, GroupBuilder
 RGB = None  # "group" of the image channels: fixed by the data, owned by no channel group
 
 
+def birth_key(group: str) -> str:
+    return group.replace(".", "__")
+
+
 class WidthModel(nn.Module):
     """Base of every growable model: holds the widths and the channel-group declaration."""
 
@@ -29,6 +33,11 @@ class WidthModel(nn.Module):
         for name, w in self.widths.items():
             self._gb.group(name, w)
         self._fixed: dict[tuple[str, str, int], int] = {}
+        # birth-stage tag of every channel of every group (growth stage that created it); buffers, so
+        # they travel with the state dict through checkpoints
+        self.births = nn.Module()
+        for name, w in self.widths.items():
+            self.births.register_buffer(birth_key(name), torch.zeros(w, dtype=torch.long))
 
     # -- declaration helpers, used while building ------------------------------------------
     def conv(self, path: str, cin: str | None, cout: str, k: int, stride: int = 1, padding: int | None = None,
@@ -79,6 +88,12 @@ class WidthModel(nn.Module):
     def channel_groups(self) -> list[ChannelGroup]:
         members = {g.name: g.members for g in self._gb.groups()}
         return [ChannelGroup(n, self.widths[n], members[n]) for n in self.widths]
+
+    def birth(self, group: str) -> torch.Tensor:
+        return getattr(self.births, birth_key(group))
+
+    def set_birth(self, group: str, tags: torch.Tensor) -> None:
+        setattr(self.births, birth_key(group), tags)
 
     def fixed_dims(self) -> dict[tuple[str, str, int], int]:
         return dict(self._fixed)

@@ -1,0 +1,82 @@
+"""The paper's method as a plug-in of the shared loop (Yuan, Savarese, Maire, NeurIPS 2023).
+
+    widths C_0 = C/4 ... C_N = C, growth epochs E_1 < ... < E_N      (growth/schedule.py)
+    for each epoch e:
+        if e == E_t:  widen every group to C_t with paired new units [V; V] / [Z, -Z]   (vt.py)
+                      rescale old blocks by (C_t-1 / C_t)^(1/2), BN statistics to match  [+vrs]
+        eta_t = eta_0 * ||W_dt||_F / ||W_0||_F for weights born at stage t              [+lra]
+        batch B_t = B * 2^floor(log2(MACs_full / MACs_t))                    [growth.batch_adapt]
+
+The ablation rows of the paper are registered as separate method names: ``growing`` (pairing
+only), ``growing+vrs``, ``growing+lra`` and ``full`` (both).
+"""
+from __future__ import annotations
+
+from bench.methods import GrowthContext, GrowthEvent, Method, register
+from growth.lra import lra_multipliers
+from growth.schedule import batch_schedule, make_schedule
+from growth.surgery import grow_model
+from growth.vt import VarianceTransfer
+
+
+class VTGrowth(Method):
+    RESCALE = True  # variance rescaling (VRS)
+    LRA = True  # learning-rate adaptation
+
+    def __init__(self, spec):
+        super().__init__(spec)
+        self.schedule = make_schedule(spec)
+        self.batches = batch_schedule(spec, self.schedule)
+        self.multipliers_every_step = self.LRA and spec.growth.lra_every == "step"
+        self.ratios: dict[int, float] = {}
+        self.epoch = 0
+
+    def start_widths(self) -> dict[str, int]:
+        return dict(self.schedule.widths[0])
+
+    def before_epoch(self, ctx: GrowthContext) -> GrowthEvent | None:
+        self.epoch = ctx.epoch
+        if ctx.epoch not in self.schedule.growth_epochs:
+            return None
+        stage = self.schedule.stage_at(ctx.epoch)
+        gs = self.spec.growth
+        rule = VarianceTransfer(ctx.generator, rescale=self.RESCALE, exponent=gs.vt_exponent, mode=gs.vt_mode,
+                                rescale_classifier=gs.rescale_classifier,
+                                rescale_unnormalized=gs.rescale_unnormalized)
+        grow_model(ctx.model, self.schedule.widths[stage], rule, stage)
+        return GrowthEvent(extra_flops=0, optimizer_policy=gs.optimizer, info={"stage": stage})
+
+    def batch_size(self, epoch: int) -> int:
+        return self.batches[epoch]
+
+    def lr_multipliers(self, model):
+        mults = {}
+        if self.LRA:
+            mults, self.ratios = lra_multipliers(model, self.spec.growth.lra_norm)
+        factor = self.batches[self.epoch] / self.spec.batch_size
+        if self.spec.growth.batch_lr_scaling and factor != 1:  # linear scaling rule, an option
+            mults = {name: mults.get(name, 1.0) * factor for name, _ in model.named_parameters()}
+        return mults or None
+
+    def log(self) -> dict:
+        return {"lra": {str(t): r for t, r in self.ratios.items()}} if self.LRA else {}
+
+
+@register("growing")
+class Growing(VTGrowth):
+    RESCALE, LRA = False, False
+
+
+@register("growing+vrs")
+class GrowingVRS(VTGrowth):
+    RESCALE, LRA = True, False
+
+
+@register("growing+lra")
+class GrowingLRA(VTGrowth):
+    RESCALE, LRA = False, True
+
+
+@register("full")
+class Full(VTGrowth):
+    RESCALE, LRA = True, True

@@ -1,0 +1,223 @@
+"""Widen channel groups: the one tensor-surgery toolkit every grower calls.
+
+A grower describes, for each group it widens, a **GroupPlan**: the new channels are read from a
+*base* channel space made of the old channels followed by ``n_fresh`` fresh ones, through
+
+    src[j]          base channel that new channel j copies (old channels keep their index: src[j] = j)
+    cons_scale[j]   factor on the consumer columns of new channel j (VT pairs: +1 / -1;
+                    Net2Net replicas: 1 / replica count)
+    copy[j]         which replica of its base channel j is (0 for the first)
+
+and a **rule** that fills the fresh blocks and may rescale the old ones. For a conv/linear layer
+that produces group O and reads group I the surgery is
+
+    W_base = [ s * W_old      fresh_cols ]        fresh_cols: old outputs x fresh inputs
+             [ fresh_rows (all base inputs) ]      fresh_rows: fresh outputs x (old + fresh) inputs
+    W_new  = W_base[src_O][:, src_I] * cons_scale_I
+
+BatchNorm entries, biases, depthwise filters and birth-stage tags are gathered by ``src`` the same
+way; ResNet option-A shortcuts get their channel map extended so that a replica or pair member of
+the wider stage reads the matching replica of the narrower stage. New channels are always appended
+after the old ones, so optimizer state carries by copying the leading slice (bench/optim.py).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from growth.widths import layer_groups
+
+
+@dataclass
+class GroupPlan:
+    old: int
+    new: int
+    n_fresh: int
+    src: torch.Tensor  # long [new]
+    cons_scale: torch.Tensor  # float [new]
+    copy: torch.Tensor  # long [new]
+
+    @classmethod
+    def identity(cls, n: int) -> "GroupPlan":
+        return cls(n, n, 0, torch.arange(n), torch.ones(n), torch.zeros(n, dtype=torch.long))
+
+    @property
+    def grows(self) -> bool:
+        return self.new != self.old
+
+    def check(self) -> None:
+        assert self.src.shape == (self.new,) and self.cons_scale.shape == (self.new,)
+        assert torch.equal(self.src[:self.old], torch.arange(self.old)), "old channels must keep their index"
+        assert self.new == 0 or int(self.src.max()) < self.old + self.n_fresh
+
+
+def paired_plan(old: int, new: int) -> GroupPlan:
+    """VT pairing (paper.md 2.1): k = new - old (even) new channels from k/2 fresh ones, stacked
+    [V; V] on the producer side and [Z, -Z] on the consumer side."""
+    k = new - old
+    if k < 0 or k % 2:
+        raise ValueError(f"paired growth needs an even, non-negative increment; got {old} -> {new}")
+    h = k // 2
+    fresh = torch.arange(old, old + h)
+    src = torch.cat([torch.arange(old), fresh, fresh])
+    scale = torch.cat([torch.ones(old + h), -torch.ones(h)])
+    copy = torch.cat([torch.zeros(old + h, dtype=torch.long), torch.ones(h, dtype=torch.long)])
+    return GroupPlan(old, new, h, src, scale, copy)
+
+
+class Rule:
+    """What a grower decides; the defaults give zero fresh weights, unit BN entries and no rescale."""
+
+    rescale_bn_stats = True  # BN running statistics follow the rescale of the layer before them
+
+    def prepare(self, model: nn.Module) -> None:
+        """Called once before the surgery, with the model still at its old widths."""
+
+    def plan(self, group: str, old: int, new: int) -> GroupPlan:
+        raise NotImplementedError
+
+    def scale(self, layer: str, module: nn.Module, info: dict, plans: dict[str, GroupPlan]) -> float:
+        """Factor on the old block of this conv/linear layer (and its BN's running statistics)."""
+        return 1.0
+
+    def fresh(self, layer: str, module: nn.Module, part: str, shape: tuple[int, ...], info: dict,
+              plans: dict[str, GroupPlan]) -> torch.Tensor:
+        """A fresh weight block: ``part`` is 'rows' (fresh outputs), 'cols' (fresh inputs of old outputs)
+        or 'depthwise' (fresh filters)."""
+        return torch.zeros(shape)
+
+    def finalize(self, layer: str, module: nn.Module, weight: torch.Tensor, plans: dict[str, GroupPlan],
+                 info: dict) -> torch.Tensor:
+        """Last edit of a grown weight (Net2Net noise on replicas); identity by default."""
+        return weight
+
+
+def _gather(t: torch.Tensor, plan: GroupPlan, dim: int) -> torch.Tensor:
+    return t.index_select(dim, plan.src.to(t.device))
+
+
+def _grow_layer(path: str, mod: nn.Module, info: dict, plans: dict[str, GroupPlan], rule: Rule,
+                scales: dict[str, float]) -> None:
+    po = plans.get(info["out"]) if info["out"] else None
+    pi = plans.get(info["in"]) if info["in"] else None
+    po = po if po is not None and po.grows else None
+    pi = pi if pi is not None and pi.grows else None
+    if po is None and pi is None:
+        return
+    w = mod.weight.detach()
+    dev, dt = w.device, w.dtype
+    if info["depthwise"]:  # a per-channel filter: copied with its channel, never column-scaled
+        fresh = rule.fresh(path, mod, "depthwise", (po.n_fresh, *w.shape[1:]), info, plans).to(dev, dt)
+        new = _gather(torch.cat([w, fresh]), po, 0)
+        mod.in_channels = mod.out_channels = mod.groups = po.new
+    else:
+        s = rule.scale(path, mod, info, plans)
+        scales[path] = s
+        span = info["span"]
+        base = w * s
+        if isinstance(mod, nn.Linear) and span > 1:  # flatten: each input channel owns `span` columns
+            base = base.reshape(w.shape[0], -1, span)
+        if pi is not None:
+            cols = rule.fresh(path, mod, "cols", (base.shape[0], pi.n_fresh, *base.shape[2:]), info, plans).to(dev, dt)
+            base = torch.cat([base, cols], 1)
+        if po is not None:
+            rows = rule.fresh(path, mod, "rows", (po.n_fresh, *base.shape[1:]), info, plans).to(dev, dt)
+            base = torch.cat([base, rows], 0)
+        if pi is not None:
+            shape = (1, -1) + (1,) * (base.dim() - 2)
+            base = _gather(base, pi, 1) * pi.cons_scale.to(dev, dt).view(shape)
+        if po is not None:
+            base = _gather(base, po, 0)
+        new = base.reshape(base.shape[0], -1) if isinstance(mod, nn.Linear) else base
+        if isinstance(mod, nn.Conv2d):
+            mod.in_channels, mod.out_channels = new.shape[1], new.shape[0]
+        else:
+            mod.in_features, mod.out_features = new.shape[1], new.shape[0]
+    new = rule.finalize(path, mod, new, plans, info)
+    mod.weight = nn.Parameter(new.contiguous())
+    if getattr(mod, "bias", None) is not None and po is not None:
+        b = mod.bias.detach() * scales.get(path, 1.0)
+        b = _gather(torch.cat([b, torch.zeros(po.n_fresh, device=b.device, dtype=b.dtype)]), po, 0)
+        mod.bias = nn.Parameter(b)
+
+
+def _grow_bn(mod: nn.modules.batchnorm._BatchNorm, plan: GroupPlan, s: float) -> None:
+    """Old running statistics follow the rescale of the producer before the BN: mean x s and
+    var + eps -> s^2 (var + eps), i.e. var x s^2 up to BN's eps, which keeps eval mode exact.
+    Fresh entries are gamma 1, beta 0, mean 0, var 1 (any values identical across a pair preserve)."""
+    n = plan.n_fresh
+
+    def grow(t: torch.Tensor, fill: float) -> torch.Tensor:
+        return _gather(torch.cat([t.detach(), torch.full((n,), fill, device=t.device, dtype=t.dtype)]), plan, 0)
+
+    mod.weight = nn.Parameter(grow(mod.weight, 1.0))
+    mod.bias = nn.Parameter(grow(mod.bias, 0.0))
+    var = mod.running_var
+    if s != 1.0:
+        mod.running_mean = mod.running_mean * s
+        var = (s * s * (var + mod.eps) - mod.eps).clamp_min(0.0)
+    mod.running_mean = grow(mod.running_mean, 0.0)
+    mod.running_var = grow(var, 1.0)
+    mod.num_features = plan.new
+
+
+def _grow_gather(mod: nn.Module, p_in: GroupPlan, p_out: GroupPlan) -> None:
+    """Extend an option-A shortcut map. A new output channel whose base is old reads what its base read
+    (Net2Net: a replica reads its original's source). A fresh output channel f reads the replica
+    with the same copy index of the input's fresh channel f, if there is one (paper.md 4: new pairs
+    of the narrower stage map to new pairs of the wider stage); else it is zero."""
+    src_old = mod.src
+    new = torch.full((p_out.new,), -1, dtype=torch.long, device=src_old.device)
+    lookup = {(int(b), int(c)): j for j, (b, c) in enumerate(zip(p_in.src.tolist(), p_in.copy.tolist()))
+              if b >= p_in.old}
+    for j, (b, c) in enumerate(zip(p_out.src.tolist(), p_out.copy.tolist())):
+        if b < p_out.old:
+            new[j] = src_old[b]
+        else:
+            new[j] = lookup.get((p_in.old + b - p_out.old, c), -1)
+    mod.src = new
+
+
+def grow_model(model: nn.Module, new_widths: dict[str, int], rule: Rule, stage: int) -> dict[str, GroupPlan]:
+    """Widen every group of ``model`` to ``new_widths`` at once, in place, with ``rule``; tag the new
+    channels with ``stage``. Returns the plans (for growers that need them after the surgery)."""
+    widths = dict(model.widths)
+    unknown = set(new_widths) - set(widths)
+    if unknown:
+        raise ValueError(f"unknown channel groups {sorted(unknown)}")
+    rule.prepare(model)
+    plans: dict[str, GroupPlan] = {}
+    for g, old in widths.items():
+        new = int(new_widths.get(g, old))
+        if new < old:
+            raise ValueError(f"group {g}: cannot shrink from {old} to {new}")
+        plans[g] = rule.plan(g, old, new) if new > old else GroupPlan.identity(old)
+        plans[g].check()
+    modules = dict(model.named_modules())
+    layers = layer_groups(model)
+    scales: dict[str, float] = {}
+    with torch.no_grad():
+        for path, info in layers.items():
+            _grow_layer(path, modules[path], info, plans, rule, scales)
+        for g in model.channel_groups():
+            plan = plans[g.name]
+            for m in g.members:
+                if m.role == "bn":
+                    s = scales.get(m.after, 1.0) if rule.rescale_bn_stats else 1.0
+                    if plan.grows or s != 1.0:
+                        _grow_bn(modules[m.path], plan, s)
+                elif m.role == "gather_out":
+                    p_in = next(plans[h.name] for h in model.channel_groups()
+                                if any(x.path == m.path and x.role == "gather_in" for x in h.members))
+                    if plan.grows or p_in.grows:
+                        _grow_gather(modules[m.path], p_in, plan)
+        for g, plan in plans.items():
+            if plan.grows:
+                tags = torch.cat([model.birth(g), torch.full((plan.n_fresh,), stage, dtype=torch.long)])
+                tags = _gather(tags, plan, 0)
+                tags[plan.copy > 0] = stage  # replicas of old channels are born now too
+                model.set_birth(g, tags)
+    model.widths = {g: plans[g].new for g in widths}
+    return plans

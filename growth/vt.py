@@ -1,0 +1,76 @@
+"""Variance transfer (paper.md 2-4): function-preserving paired new units and rescaling of old weights.
+
+    new producer rows     [V; V]        both members of a pair read the same inputs
+    new consumer columns  [Z, -Z]       their contributions cancel: the function is unchanged
+    old block             s * W_old,    s = (C_t / C_{t+1})^e for layers whose fan-in grows
+    BN after a rescaled layer: running_mean * s, running_var * s^2 (eval output unchanged)
+
+Fresh blocks (V, Z and the corner A) are drawn N(0, g^2 / F_new) at the layer's post-growth fan-in
+F_new (g^2 = 2 for ReLU layers, 1 for the classifier; depthwise F = k*k) for e = 1/2, and
+N(0, 1 / F_new^2) for e = 1 (paper.md 2.3, readings A and B). Every component is a switch, so the
+ablation rows are configurations of this one rule.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from growth.surgery import GroupPlan, Rule, paired_plan
+
+MODES = ("fanin", "constraint_old", "constraint_new")
+
+
+class VarianceTransfer(Rule):
+    def __init__(self, generator: torch.Generator | None = None, rescale: bool = True, exponent: float = 0.5,
+                 mode: str = "fanin", rescale_bn_stats: bool = True, rescale_classifier: bool = False,
+                 rescale_unnormalized: bool = False):
+        if mode not in MODES:
+            raise ValueError(f"vt mode {mode!r} not in {MODES}")
+        if exponent not in (0.5, 1.0):
+            raise ValueError(f"vt exponent must be 0.5 or 1.0, got {exponent}")
+        self.generator = generator if generator is not None else torch.Generator().manual_seed(0)
+        self.rescale, self.exponent, self.mode = rescale, exponent, mode
+        self.rescale_bn_stats = rescale_bn_stats
+        self.rescale_classifier = rescale_classifier  # no BN follows the classifier: changes the logits
+        self.rescale_unnormalized = rescale_unnormalized  # layers without a BN after them: changes the function
+        self.normalized: set[str] = set()
+
+    def prepare(self, model: nn.Module) -> None:
+        self.normalized = {m.after for g in model.channel_groups() for m in g.members if m.role == "bn"}
+
+    def plan(self, group: str, old: int, new: int) -> GroupPlan:
+        return paired_plan(old, new)
+
+    @staticmethod
+    def _fan_in(module: nn.Module, info: dict, plans: dict[str, GroupPlan], new: bool) -> int:
+        if info["depthwise"]:
+            return math.prod(module.weight.shape[2:])
+        if info["in"] is None:
+            c_in = module.weight.shape[1]
+        else:
+            p = plans[info["in"]]
+            c_in = (p.new if new else p.old) * info["span"]
+        return c_in * math.prod(module.weight.shape[2:])
+
+    def scale(self, layer, module, info, plans) -> float:
+        p_in = plans.get(info["in"]) if info["in"] else None
+        if not self.rescale or p_in is None or not p_in.grows:
+            return 1.0  # the stem (RGB inputs) and depthwise convs: fan-in does not grow
+        if info["out"] is None and not self.rescale_classifier:
+            return 1.0
+        if info["out"] is not None and layer not in self.normalized and not self.rescale_unnormalized:
+            return 1.0
+        if self.mode == "fanin":
+            return (p_in.old / p_in.new) ** self.exponent
+        fan = self._fan_in(module, info, plans, new=self.mode == "constraint_new")
+        var = module.weight.detach().float().var().item()
+        return 1.0 / math.sqrt(fan * var)
+
+    def fresh(self, layer, module, part, shape, info, plans) -> torch.Tensor:
+        """V, Z and A alike: the layer's own init at its post-growth fan-in."""
+        fan = self._fan_in(module, info, plans, new=True)
+        gain2 = 1.0 if info["out"] is None else 2.0
+        std = math.sqrt(gain2 / fan) if self.exponent == 0.5 else 1.0 / fan
+        return torch.randn(shape, generator=self.generator) * std
