@@ -8,7 +8,7 @@ OUT_DIR  ?= results
 SUITE    ?= default
 PRESET   ?= quick
 
-.PHONY: setup reproduce report test bench clean
+.PHONY: setup reproduce report test bench gate clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,15 +23,24 @@ reproduce: setup
 	$(PY) -m bench sweep $(SUITE) --preset $(PRESET) --data-dir $(DATA_DIR) --out-dir $(OUT_DIR)
 	$(PY) -m bench status --out-dir $(OUT_DIR)
 
+# tables and figures from the run directories in OUT_DIR, beside the paper's numbers
 report: setup
-	$(PY) -m bench status --out-dir $(OUT_DIR)
+	$(PY) -m reports --results $(OUT_DIR) --out reports/out
 
 test: setup
-	GROWBENCH_DATA=$(abspath $(DATA_DIR)) $(PY) -m pytest -q tests --ignore=tests/benchmarks
+	GROWBENCH_DATA=$(abspath $(DATA_DIR)) $(PY) -m pytest -q tests --ignore=tests/benchmarks --ignore=tests/regression
+
+# CI regression gate on the speed-up numbers (cost fractions exact; step-time ratios vs the baseline file)
+gate: setup
+	mkdir -p $(OUT_DIR)
+	$(PY) -m pytest -q tests/regression --benchmark-enable --benchmark-json=$(OUT_DIR)/gate-benchmark.json -s
 
 bench: setup
+	mkdir -p $(OUT_DIR)
 	GROWBENCH_DATA=$(abspath $(DATA_DIR)) $(PY) -m pytest -q tests/benchmarks --benchmark-enable \
 		--benchmark-json=$(OUT_DIR)/benchmarks.json -s
+	$(PY) -m bench speed --preset quick --arch resnet20,vgg11 --json $(OUT_DIR)/speed.json
+	$(PY) -m bench speed --preset quick --arch resnet20,vgg11 --growth.batch-adapt true --json $(OUT_DIR)/speed-batch-adapt.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .benchmarks

@@ -75,6 +75,47 @@ def cmd_sweep(args) -> int:
     return 1 if failed else 0
 
 
+def cmd_speed(args) -> int:
+    from bench.speed import measure, table, to_json
+
+    overrides = _overrides(args)
+    archs = overrides.pop("arch", "resnet20").split(",")
+    reports = []
+    for arch in archs:
+        spec = config.make_spec(args.preset or "quick", **{"method": "full", **overrides, "arch": arch})
+        r = measure(spec, rounds=args.rounds, steps=args.steps, threads=args.bench_threads)
+        print(table(r), flush=True)
+        reports.append(r)
+    if args.json:
+        with open(args.json, "w") as f:
+            f.write(to_json(reports))
+    return 0
+
+
+def cmd_gate(args) -> int:
+    """The CI regression gate on the speed-up numbers (also run by tests/regression)."""
+    from pathlib import Path
+
+    from bench import speed
+
+    path = Path(speed.BASELINE_FILE)
+    costs = speed.cost_fractions()
+    reports = speed.ci_speed_reports()
+    for r in reports.values():
+        print(speed.table(r))
+    if args.update:
+        baseline = {"cost_fraction": costs, "speed": {a: speed.baseline_entry(r) for a, r in reports.items()},
+                    "settings": speed.CI_SPEED}
+        path.write_text(json.dumps(baseline, indent=2) + "\n")
+        print(f"wrote {path}")
+        return 0
+    baseline = json.loads(path.read_text())
+    errors = speed.check_cost(costs, baseline["cost_fraction"]) + speed.check_speed(reports, baseline["speed"])
+    for e in errors:
+        print("FAIL " + e, file=sys.stderr)
+    return 1 if errors else 0
+
+
 def cmd_list(args) -> int:
     from bench import methods
     from bench.models import ARCHS
@@ -114,6 +155,16 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--dry-run", action="store_true", help="list the runs and their state, run nothing")
     _add_spec_flags(s)
     s.set_defaults(fn=cmd_sweep)
+    sp = sub.add_parser("speed", help="step time per stage width: measured vs FLOP-ideal speed-up of growth")
+    sp.add_argument("--rounds", type=int, default=5, help="interleaved rounds; the minimum is kept")
+    sp.add_argument("--steps", type=int, default=10, help="training steps per stage per round")
+    sp.add_argument("--bench-threads", type=int, default=1, help="CPU threads (0: torch's default)")
+    sp.add_argument("--json", default=None, help="write the reports in pytest-benchmark's JSON shape")
+    _add_spec_flags(sp)
+    sp.set_defaults(fn=cmd_speed)
+    gt = sub.add_parser("gate", help="CI regression gate: cost fractions and measured speed-ups vs the baseline file")
+    gt.add_argument("--update", action="store_true", help="measure and write the baseline file")
+    gt.set_defaults(fn=cmd_gate)
     sub.add_parser("list", help="methods, archs, datasets, presets, suites").set_defaults(fn=cmd_list)
     st = sub.add_parser("status", help="what a results directory holds")
     st.add_argument("--out-dir", default="results")

@@ -29,7 +29,7 @@ from bench.flops import CONVENTION, step_flops
 from bench.models import build, default_image_size
 from bench.optim import SGD, rebuild_optimizer
 from bench.records import RunDir, environment
-from bench.timing import SectionTimer
+from bench.timing import SectionTimer, synchronize
 from growth.widths import param_count, widths_of
 
 GROWTH_STREAM = 1  # data stream for growth signals (TensorLoader.iterate)
@@ -74,11 +74,17 @@ def autocast(spec: RunSpec, device: torch.device):
     return nullcontext()
 
 
+def use_channels_last(spec: RunSpec, widths: dict[str, int]) -> bool:
+    """channels_last for this width configuration (``channels_last_align``: only at aligned widths)."""
+    align = spec.channels_last_align
+    return spec.channels_last and (align == 0 or all(w % align == 0 for w in widths.values()))
+
+
 def place(model: nn.Module, spec: RunSpec, device: torch.device) -> nn.Module:
+    """Move ``model`` to the device in the memory format its widths call for."""
     model = model.to(device)
-    if spec.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    return model
+    cl = use_channels_last(spec, widths_of(model))
+    return model.to(memory_format=torch.channels_last if cl else torch.contiguous_format)
 
 
 def compile_model(model: nn.Module, spec: RunSpec):
@@ -88,7 +94,9 @@ def compile_model(model: nn.Module, spec: RunSpec):
 
     # every growth is a new shape: keep the recompile limit above the number of stages, or Dynamo
     # silently falls back to eager after it
-    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+    for name in ("recompile_limit", "cache_size_limit"):  # the name changed across torch releases
+        if hasattr(torch._dynamo.config, name):
+            setattr(torch._dynamo.config, name, max(getattr(torch._dynamo.config, name), 64))
     return torch.compile(model)
 
 
@@ -120,13 +128,15 @@ def set_multipliers(optimizer: SGD, model: nn.Module, method) -> None:
 
 
 def train_epoch(step_model, model: nn.Module, optimizer: SGD, loader, spec: RunSpec, epoch: int,
-                device: torch.device, bar=None, step_hook=None) -> tuple[float, float]:
+                device: torch.device, bar=None, step_hook=None, first_step: list | None = None) -> tuple[float, float]:
     """One epoch of training steps; returns (mean training loss, last LR). ``step_model`` is
-    ``model`` or its compiled wrapper. The loss is summed on the device: no host sync per step."""
+    ``model`` or its compiled wrapper. The loss is summed on the device: no host sync per step.
+    If ``first_step`` is a list, the seconds of the first step are appended to it (compilation)."""
     model.train()
     steps = len(loader)
     loss_sum = torch.zeros((), device=device)
     lr = lr_at(spec, epoch)
+    t_first = time.perf_counter()
     for i, (x, y) in enumerate(loader):
         lr = lr_at(spec, epoch + i / steps)
         for group in optimizer.param_groups:
@@ -139,6 +149,9 @@ def train_epoch(step_model, model: nn.Module, optimizer: SGD, loader, spec: RunS
         loss.backward()
         optimizer.step()
         loss_sum += loss.detach()
+        if first_step is not None and i == 0:
+            synchronize(device)
+            first_step.append(time.perf_counter() - t_first)
         if bar is not None:
             bar.update()
     return loss_sum.item() / steps, lr
@@ -201,6 +214,7 @@ def _run(spec: RunSpec, rd: RunDir, progress: bool | None, log) -> dict:
     if ck is not None:
         optimizer.load_state_dict(ck["optimizer"])
     step_model = compile_model(model, spec)
+    compile_pending = spec.compile
     timer = SectionTimer(device, st["times"])
     setup_seconds = time.perf_counter() - t_setup
     show = _progress_enabled(progress)
@@ -216,11 +230,13 @@ def _run(spec: RunSpec, rd: RunDir, progress: bool | None, log) -> dict:
                 model = place(ctx.model, spec, device)
                 optimizer = rebuild_optimizer(optimizer, before, model, event.optimizer_policy)
                 step_model = compile_model(model, spec)
+                compile_pending = spec.compile
                 st["stage"] += 1
                 st["growth_flops"] += int(event.extra_flops)
                 st["width_history"].append({"epoch": epoch, "widths": widths_of(model)})
         set_multipliers(optimizer, model, method)
         step_hook = (lambda: set_multipliers(optimizer, model, method)) if method.multipliers_every_step else None
+        train_loader.channels_last = test_loader.channels_last = use_channels_last(spec, widths_of(model))
         if method.batch_size(epoch) != train_loader.batch_size:
             train_loader.batch_size = method.batch_size(epoch)
         train_loader.set_epoch(epoch)
@@ -228,9 +244,14 @@ def _run(spec: RunSpec, rd: RunDir, progress: bool | None, log) -> dict:
         if show:
             from tqdm import tqdm
             bar = tqdm(total=len(train_loader), desc=f"epoch {epoch + 1}/{spec.epochs}", leave=False, file=sys.stderr)
+        first_step = [] if compile_pending else None
         with timer.section("train"):
             train_loss, lr = train_epoch(step_model, model, optimizer, train_loader, spec, epoch, device, bar,
-                                         step_hook)
+                                         step_hook, first_step)
+        if first_step:  # the first step after (re)compiling is compilation: its own column
+            timer.totals["train"] -= first_step[0]
+            timer.totals["compile"] += first_step[0]
+            compile_pending = False
         if bar is not None:
             bar.close()
         steps = len(train_loader)
@@ -287,11 +308,13 @@ def build_result(spec, st, model, data_source, device, setup_seconds, num_classe
         "method": spec.method,
         "data_source": data_source,
         "environment": environment(device),
-        "mode": {"precision": spec.precision, "channels_last": spec.channels_last, "compile": spec.compile,
+        "mode": {"precision": spec.precision, "channels_last": spec.channels_last,
+                 "channels_last_align": spec.channels_last_align, "compile": spec.compile,
                  "deterministic": spec.deterministic, "device": str(device)},
         "status": "complete",
         "times": {"train_seconds": t.get("train", 0.0), "eval_seconds": t.get("eval", 0.0),
                   "growth_seconds": t.get("growth", 0.0), "checkpoint_seconds": t.get("checkpoint", 0.0),
+                  "compile_seconds": t.get("compile", 0.0),
                   "total_seconds": t.get("wall", 0.0) + t.get("checkpoint", 0.0),
                   "last_setup_seconds": setup_seconds},
         "flops": {"convention": CONVENTION, "train": st["train_flops"], "eval": st["eval_flops"],

@@ -1,0 +1,259 @@
+"""Speed benchmark: does the FLOP saving of a growth schedule turn into wall-clock?
+
+In one process, for an architecture and a growth schedule: the steady-state training-step time at
+every stage width and at full width, measured interleaved (round r times every stage once, so
+drift on a shared machine hits all stages alike), after warm-up, as the minimum over rounds; on
+the CPU with one thread by default. From them, the predicted wall-clock of the grown run against
+the large run, beside the FLOP-ideal speed-up (the inverse of the training-cost fraction). Also
+the time of each growth step itself (surgery + optimizer rebuild) and of the first step after it.
+
+    python -m bench speed --arch resnet20 --preset quick [--batch-adapt] [--json out.json]
+"""
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from bench.config import RunSpec
+from bench.data import NUM_CLASSES
+from bench.models import build
+from bench.optim import SGD, rebuild_optimizer
+from bench.train import autocast, place, resolve_device, use_channels_last
+from bench.timing import synchronize
+from growth.schedule import TRAIN_SIZE, batch_schedule, cost_fraction, image_size, make_schedule
+from growth.surgery import grow_model
+from growth.vt import VarianceTransfer
+
+
+@dataclass
+class SpeedReport:
+    arch: str
+    device: str
+    threads: int
+    stage_batch: list[int]
+    stage_widths: list[dict]
+    stage_step_seconds: list[float]  # min over rounds of the mean step time, per stage
+    stage_epochs: list[int]
+    steps_per_epoch: list[int]
+    full_step_seconds: float
+    full_steps_per_epoch: int
+    growth_seconds: list[float] = field(default_factory=list)  # surgery + optimizer rebuild, per growth
+    first_step_seconds: list[float] = field(default_factory=list)  # the step right after each growth
+    cost_fraction: float = 1.0
+
+    @property
+    def grown_seconds(self) -> float:
+        return (sum(e * s * t for e, s, t in zip(self.stage_epochs, self.steps_per_epoch, self.stage_step_seconds))
+                + sum(self.growth_seconds))
+
+    @property
+    def large_seconds(self) -> float:
+        return sum(self.stage_epochs) * self.full_steps_per_epoch * self.full_step_seconds
+
+    @property
+    def speedup(self) -> float:
+        return self.large_seconds / self.grown_seconds
+
+    @property
+    def flop_ideal_speedup(self) -> float:
+        return 1.0 / self.cost_fraction
+
+    def as_dict(self) -> dict:
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        d.update(grown_seconds=self.grown_seconds, large_seconds=self.large_seconds, speedup=self.speedup,
+                 flop_ideal_speedup=self.flop_ideal_speedup, efficiency=self.speedup / self.flop_ideal_speedup)
+        return d
+
+
+def _batch(batch: int, device, size: int, k: int, channels_last: bool, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, 3, size, size, generator=g).to(device)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, torch.randint(0, k, (batch,), generator=g).to(device)
+
+
+def _steps(model, opt, x, y, spec, device, n: int, slowdown: int = 1) -> float:
+    """Mean seconds of ``n`` training steps (``slowdown`` > 1 repeats each step's work: a test hook)."""
+    synchronize(device)
+    t = time.perf_counter()
+    for _ in range(n):
+        for _ in range(slowdown):
+            with autocast(spec, device):
+                loss = F.cross_entropy(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    synchronize(device)
+    return (time.perf_counter() - t) / n
+
+
+def measure(spec: RunSpec, rounds: int = 5, steps: int = 10, warmup: int = 3, threads: int = 1,
+            slow_stage: int | None = None) -> SpeedReport:
+    """Step times per stage of ``spec``'s growth schedule (stage N = the full width) and growth costs.
+    ``slow_stage`` doubles the work of that stage (used to prove the CI gate catches a slowdown)."""
+    device = resolve_device(spec)
+    if device.type == "cpu" and threads:
+        torch.set_num_threads(threads)
+    sched = make_schedule(spec)
+    per_epoch_batch = batch_schedule(spec, sched)
+    k, size = NUM_CLASSES[spec.dataset], image_size(spec)
+    n_train = spec.train_subset or TRAIN_SIZE[spec.dataset]
+    starts = [0, *sched.growth_epochs]
+    ends = [*sched.growth_epochs, spec.epochs]
+    stage_batch = [per_epoch_batch[s] for s in starts]
+    torch.manual_seed(spec.seed)
+    models, opts, data = [], [], []
+    for widths, b in zip(sched.widths, stage_batch):
+        m = place(build(spec.arch, k, widths=widths, image_size=size), spec, device).train()
+        models.append(m)
+        opts.append(SGD(m.parameters(), lr=1e-3, momentum=spec.momentum, weight_decay=spec.weight_decay))
+        data.append(_batch(b, device, size, k, use_channels_last(spec, widths)))
+    for i, (m, o, (x, y)) in enumerate(zip(models, opts, data)):  # warm-up, off the clock
+        _steps(m, o, x, y, spec, device, warmup)
+    best = [float("inf")] * len(models)
+    for _ in range(rounds):
+        for i, (m, o, (x, y)) in enumerate(zip(models, opts, data)):
+            t = _steps(m, o, x, y, spec, device, steps, 2 if i == slow_stage else 1)
+            best[i] = min(best[i], t)
+    # growth steps: grow a copy of each stage's model into the next stage, then one step
+    growth_s, first_s = [], []
+    gen = torch.Generator().manual_seed(0)
+    for t in range(1, len(sched.widths)):
+        m = place(build(spec.arch, k, widths=sched.widths[t - 1], image_size=size), spec, device).train()
+        o = SGD(m.parameters(), lr=1e-3, momentum=spec.momentum, weight_decay=spec.weight_decay)
+        x, y = data[t - 1]
+        _steps(m, o, x, y, spec, device, 1)
+        synchronize(device)
+        t0 = time.perf_counter()
+        before = dict(m.named_parameters())
+        grow_model(m, sched.widths[t], VarianceTransfer(gen), t)
+        m = place(m, spec, device)
+        o = rebuild_optimizer(o, before, m)
+        synchronize(device)
+        growth_s.append(time.perf_counter() - t0)
+        x, y = data[t]
+        first_s.append(_steps(m, o, x, y, spec, device, 1))
+    full_b = spec.batch_size
+    if stage_batch[-1] != full_b:  # the large run's batch differs from the last stage's: measure it too
+        full_t = min(_steps(models[-1], opts[-1], *_batch(full_b, device, size, k, use_channels_last(spec, sched.widths[-1])), spec, device,
+                            steps) for _ in range(rounds))
+    else:
+        full_t = best[-1]
+    return SpeedReport(
+        arch=spec.arch, device=str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+        threads=torch.get_num_threads(), stage_batch=stage_batch, stage_widths=[dict(w) for w in sched.widths],
+        stage_step_seconds=best, stage_epochs=[e - s for s, e in zip(starts, ends)],
+        steps_per_epoch=[n_train // b for b in stage_batch], full_step_seconds=full_t,
+        full_steps_per_epoch=n_train // full_b, growth_seconds=growth_s, first_step_seconds=first_s,
+        cost_fraction=cost_fraction(spec, sched))
+
+
+def table(r: SpeedReport) -> str:
+    lines = [f"{r.arch} on {r.device} ({r.threads} thread(s)); step time min over rounds",
+             "stage  epochs  batch  step_ms  steps/ep  rel_step_time"]
+    for i, (e, b, t, s) in enumerate(zip(r.stage_epochs, r.stage_batch, r.stage_step_seconds, r.steps_per_epoch)):
+        lines.append(f"{i:5d}  {e:6d}  {b:5d}  {t * 1e3:7.2f}  {s:8d}  {t / r.full_step_seconds:.3f}")
+    lines.append(f"large: {r.full_step_seconds * 1e3:.2f} ms/step x {r.full_steps_per_epoch} steps")
+    lines.append(f"growth steps: {sum(r.growth_seconds):.3f} s in all; first step after growth: "
+                 f"{max(r.first_step_seconds, default=0) * 1e3:.1f} ms at most")
+    lines.append(f"predicted: grown {r.grown_seconds:.1f} s, large {r.large_seconds:.1f} s -> speed-up "
+                 f"{r.speedup:.3f}x; FLOP-ideal {r.flop_ideal_speedup:.3f}x (cost {r.cost_fraction:.4f}); "
+                 f"efficiency {r.speedup / r.flop_ideal_speedup:.3f}")
+    return "\n".join(lines)
+
+
+def benchmark_json(reports: list[SpeedReport]) -> dict:
+    """The reports in the shape pytest-benchmark stores (``--benchmark-json``)."""
+    return {
+        "machine_info": {"node": platform.node(), "processor": platform.processor(), "python_version":
+                         platform.python_version(), "torch": torch.__version__},
+        "benchmarks": [{"group": f"speed-{r.arch}", "name": f"{r.arch}-stage{i}", "fullname": f"speed::{r.arch}::stage{i}",
+                        "params": {"arch": r.arch, "stage": i, "batch": r.stage_batch[i]},
+                        "stats": {"min": t, "rounds": None},
+                        "extra_info": {"widths": r.stage_widths[i]}}
+                       for r in reports for i, t in enumerate(r.stage_step_seconds)]
+                      + [{"group": "speedup", "name": f"{r.arch}-speedup", "fullname": f"speed::{r.arch}::speedup",
+                          "params": {"arch": r.arch}, "stats": {"min": r.grown_seconds},
+                          "extra_info": r.as_dict()} for r in reports],
+    }
+
+
+def to_json(reports: list[SpeedReport]) -> str:
+    return json.dumps(benchmark_json(reports), indent=2)
+
+
+# -- CI regression gate ------------------------------------------------------------------------
+BASELINE_FILE = "tests/regression/speed_baseline.json"
+# presets x archs whose training-cost fraction is pinned (exact: from FLOP counts)
+COST_CASES = [("quick", "resnet20", "cifar10"), ("quick", "vgg11", "cifar10"), ("quick", "mobilenet_v1", "cifar10"),
+              ("paper", "resnet20", "cifar10"), ("paper", "vgg11", "cifar10"), ("paper", "mobilenet_v1", "cifar10"),
+              ("paper", "resnet18", "cifar100")]
+# small sizes for the measured gate: seconds on a 2-core CPU
+CI_SPEED = {"preset": "quick", "archs": ("resnet20", "vgg11"), "batch_size": 32, "rounds": 5, "steps": 5}
+# Tolerances of the measured gate. On a shared 2-core machine the minimum over 5 interleaved rounds
+# of a stage's step time still moves by up to ~15 % between runs (tiny stages are dominated by
+# Python and allocator overhead, which another process's cache traffic disturbs); the predicted
+# speed-up, a weighted sum over stages, moves less. 35 % per stage and 15 % on the speed-up stay
+# clear of that noise, while doubling one grown stage's work (+100 % on that stage) fails at once.
+STAGE_TOLERANCE = 0.35
+SPEEDUP_TOLERANCE = 0.15
+
+
+def cost_fractions() -> dict[str, float]:
+    from bench.config import make_spec
+
+    return {f"{p}/{a}/{d}": cost_fraction(make_spec(p, method="full", arch=a, dataset=d)) for p, a, d in COST_CASES}
+
+
+def ci_speed_reports(slow_stage: int | None = None, archs: tuple[str, ...] | None = None) -> dict[str, SpeedReport]:
+    from bench.config import make_spec
+
+    out = {}
+    for arch in archs or CI_SPEED["archs"]:
+        spec = make_spec(CI_SPEED["preset"], method="full", arch=arch, batch_size=CI_SPEED["batch_size"], device="cpu")
+        out[arch] = measure(spec, rounds=CI_SPEED["rounds"], steps=CI_SPEED["steps"], threads=1, slow_stage=slow_stage)
+    return out
+
+
+def check_cost(measured: dict[str, float], baseline: dict[str, float]) -> list[str]:
+    errors = []
+    for key, value in measured.items():
+        if key not in baseline:
+            errors.append(f"training-cost fraction {key} = {value:.6f} has no baseline in {BASELINE_FILE}; "
+                          f"add it (python -m bench gate --update)")
+        elif value > baseline[key] + 1e-12:
+            errors.append(f"training-cost fraction {key} rose to {value:.6f} from its baseline {baseline[key]:.6f} "
+                          f"({BASELINE_FILE}); if the change is intended, update the file (python -m bench gate --update)")
+    return errors
+
+
+def check_speed(reports: dict[str, SpeedReport], baseline: dict[str, dict]) -> list[str]:
+    errors = []
+    for arch, r in reports.items():
+        base = baseline.get(arch)
+        if base is None:
+            errors.append(f"speed-up of {arch} has no baseline in {BASELINE_FILE}; add it (python -m bench gate --update)")
+            continue
+        floor = base["speedup"] * (1 - SPEEDUP_TOLERANCE)
+        if r.speedup < floor:
+            errors.append(f"{arch}: measured speed-up of the grown schedule over the large model {r.speedup:.3f}x is "
+                          f"below its baseline {base['speedup']:.3f}x - {SPEEDUP_TOLERANCE:.0%} ({floor:.3f}x) in "
+                          f"{BASELINE_FILE}; if the change is intended, update the file (python -m bench gate --update)")
+        rel = [t / r.full_step_seconds for t in r.stage_step_seconds]
+        for i, (now, then) in enumerate(zip(rel, base["stage_rel_step_time"])):
+            if now > then * (1 + STAGE_TOLERANCE):
+                errors.append(f"{arch}: stage {i} (widths {r.stage_widths[i]}) step time is {now:.3f} of the full "
+                              f"model's, above its baseline {then:.3f} + {STAGE_TOLERANCE:.0%} in {BASELINE_FILE}; "
+                              f"if the change is intended, update the file (python -m bench gate --update)")
+    return errors
+
+
+def baseline_entry(r: SpeedReport) -> dict:
+    return {"speedup": r.speedup, "flop_ideal_speedup": r.flop_ideal_speedup,
+            "stage_rel_step_time": [t / r.full_step_seconds for t in r.stage_step_seconds]}

@@ -1,0 +1,86 @@
+"""Build the report: reports/out/{report.md, index.html, tables/*.csv|*.tex, figures/*.png|*.svg}."""
+from __future__ import annotations
+
+import base64
+import html
+import shutil
+from pathlib import Path
+
+from reports import figures, tables
+from reports.load import load_runs
+
+TABLES = {
+    "main": ("T2. Main comparison: training cost (% of the large model's FLOPs, without and with growth "
+             "overhead), test accuracy (mean +- std over seeds, n seeds), training wall-clock and speed-up over "
+             "the large model on the same device and mode", tables.main_table),
+    "ablation": ("T1. Ablation (paper.md 9.1): pairing only, + variance rescaling, + learning-rate adaptation, "
+                 "both, the large model and Net2Net; paper values from the growing_wiki (secondary)",
+                 tables.ablation_table),
+    "wallclock": ("Wall-clock: large, full, full with batch-size adaptation (speed-ups only between runs on "
+                  "one device and mode)", tables.wallclock_table),
+}
+
+
+def build(results_dir: str | Path, out_dir: str | Path) -> dict:
+    results_dir, out = Path(results_dir), Path(out_dir)
+    if out.exists():
+        shutil.rmtree(out)
+    (out / "tables").mkdir(parents=True)
+    (out / "figures").mkdir()
+    runs, incomplete, results = load_runs(results_dir)
+    made = {"tables": {}, "figures": []}
+    md = [f"# growbench report", "", f"Runs read from `{results_dir}`: {len(runs)} complete, "
+          f"{len(incomplete)} failed or unfinished (listed at the end, never averaged in).", ""]
+    sources = sorted(set(runs.data_source)) if not runs.empty else []
+    if any("JPEG" in s for s in sources):
+        md += ["**Data:** CIFAR-10 numbers here come from the JPEG q75 copy of CIFAR-10, not the original; "
+               "they are close to, not bit-comparable with, accuracies on the original.", ""]
+    md += ["Verdict compares the accuracy difference to the large model (ours vs the paper's): within the "
+           "paper's spread (its std), inside our seed spread, or outside both. Protocols differ from the paper's "
+           "unless the protocol column says 100 / 200 epochs on all images.", ""]
+    for name, (caption, fn) in TABLES.items():
+        df = fn(runs)
+        csv = out / "tables" / f"{name}.csv"
+        csv.write_text(tables.to_csv(df))
+        (out / "tables" / f"{name}.tex").write_text(tables.to_latex(df, caption))
+        made["tables"][name] = df
+        md += [f"## {caption}", "", tables.to_markdown(df), ""]
+    if not runs.empty:
+        stats = tables.seed_stats(runs)
+        figs = out / "figures"
+        made["figures"] = (figures.accuracy_vs_epoch(runs, results, figs) + figures.accuracy_vs_cost(stats, figs)
+                           + figures.lra_multipliers(runs, results, figs) + figures.width_schedule(runs, results, figs)
+                           + figures.time_to_accuracy(runs, results, figs))
+    md += ["## Figures", ""] + [f"![{p.stem}](figures/{p.name})" for p in made["figures"] if p.suffix == ".png"]
+    md += ["", "## Runs behind the cells", "", tables.to_markdown(runs[["run_id", "config_hash", "method", "setting",
+                                                                         "protocol", "seed", "acc", "device", "mode"]],
+                                                                    drop=()) if not runs.empty else "none", ""]
+    md += ["## Failed or unfinished runs", "", tables.to_markdown(incomplete, drop=()) if not incomplete.empty
+           else "none", ""]
+    (out / "report.md").write_text("\n".join(md))
+    (out / "index.html").write_text(_html(made, runs, incomplete, sources))
+    return made
+
+
+def _html(made, runs, incomplete, sources) -> str:
+    css = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}table{border-collapse:collapse;"
+           "font-size:12px;margin-bottom:1em}td,th{border:1px solid #ccc;padding:3px 6px}th{background:#eee}"
+           "img{max-width:100%;border:1px solid #ddd;margin:0.5em 0}")
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>growbench report</title><style>{css}</style>"
+             "</head><body><h1>growbench report</h1>",
+             f"<p>{len(runs)} complete runs; {len(incomplete)} failed or unfinished (not averaged in). "
+             f"Data: {html.escape(', '.join(sources) or 'none')}.</p>"]
+    for name, (caption, _) in TABLES.items():
+        df = made["tables"][name].drop(columns=[c for c in ("run_ids", "config_hashes") if c in made["tables"][name]])
+        parts += [f"<h2>{html.escape(caption)}</h2>", df.to_html(index=False, escape=True),
+                  f"<p>Download: <a href='tables/{name}.csv'>CSV</a> · <a href='tables/{name}.tex'>LaTeX</a></p>"]
+    parts.append("<h2>Figures</h2>")
+    for p in made["figures"]:
+        if p.suffix == ".png":  # embedded, so the page stands alone; SVG beside it for print
+            data = base64.b64encode(p.read_bytes()).decode()
+            parts.append(f"<figure><img alt='{p.stem}' src='data:image/png;base64,{data}'>"
+                         f"<figcaption>{p.stem} · <a href='figures/{p.stem}.svg'>SVG</a></figcaption></figure>")
+    parts.append("<h2>Failed or unfinished runs</h2>" + (incomplete.to_html(index=False) if not incomplete.empty
+                                                         else "<p>none</p>"))
+    parts.append("</body></html>")
+    return "\n".join(parts)

@@ -1,0 +1,177 @@
+"""The paper's tables from run records: main comparison, ablation, wall-clock.
+
+Every number is computed here from the runs (pandas); cells without runs say "not run"; the paper's
+values come from reports/paper.py with their provenance. Formatting is fixed, rows and columns are
+ordered, so the same run set always gives byte-identical CSV files.
+"""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from reports.paper import lookup
+
+NOT_RUN = "not run"
+MAIN_METHODS = ["large", "small", "full", "full+ba", "net2net", "gradmax", "firefly", "firefly_simple", "splitting"]
+ABLATION_METHODS = ["net2net", "growing", "growing+vrs", "growing+lra", "full", "large"]
+WALLCLOCK_METHODS = ["large", "full", "full+ba"]
+PAPER_SETTING = {"resnet20/cifar10", "resnet18/cifar100"}
+
+
+def _fmt(x: float, digits: int = 2) -> str:
+    return "" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+def seed_stats(runs: pd.DataFrame) -> pd.DataFrame:
+    """Mean and sample std (ddof 1; NaN for one seed) per (setting, protocol, data source, method)."""
+    if runs.empty:
+        return pd.DataFrame()
+    keys = ["setting", "protocol", "data_source", "method"]
+    g = runs.groupby(keys, sort=True)
+    out = g.agg(acc_mean=("acc", "mean"), acc_std=("acc", "std"), n=("acc", "size"), cost=("cost", "mean"),
+                cost_overhead=("cost_overhead", "mean"), params=("params", "first"))
+    out["run_ids"] = g["run_id"].apply(lambda s: " ".join(sorted(s)))
+    out["config_hashes"] = g["config_hash"].apply(lambda s: " ".join(sorted({h[:10] for h in s})))
+    return out.reset_index()
+
+
+def speedups(runs: pd.DataFrame) -> pd.DataFrame:
+    """Mean training seconds per method and the speed-up over the large model, only between runs on
+    the same device and mode (and setting, protocol)."""
+    if runs.empty:
+        return pd.DataFrame()
+    keys = ["setting", "protocol", "data_source", "device", "mode"]
+    t = runs.groupby(keys + ["method"], sort=True).agg(seconds=("train_seconds", "mean"), n=("train_seconds", "size"))
+    t = t.reset_index()
+    large = t[t.method == "large"].set_index(keys)["seconds"]
+    t["speedup"] = [large.get(tuple(getattr(r, k) for k in keys), float("nan")) / r.seconds for r in t.itertuples()]
+    return t
+
+
+def _verdict(ours_delta, ours_std, paper_delta, paper_std) -> str:
+    if ours_delta is None or paper_delta is None or math.isnan(ours_delta):
+        return ""
+    d = abs(ours_delta - paper_delta)
+    if paper_std is not None and d <= paper_std:
+        return "within paper spread"
+    if ours_std is not None and not math.isnan(ours_std) and d <= ours_std:
+        return "inside our seed spread"
+    return "outside both"
+
+
+def _paper(setting, method, metric):
+    v = lookup(setting, method, metric)
+    return (v.value, v.provenance) if v else (None, "")
+
+
+def comparison(runs: pd.DataFrame, methods: list[str], settings: list[tuple[str, str, str]]) -> pd.DataFrame:
+    """One row per (setting, protocol, data source) x method, in ``methods`` order."""
+    stats = seed_stats(runs)
+    sp = speedups(runs)
+    rows = []
+    for setting, proto, source in settings:
+        sel = stats[(stats.setting == setting) & (stats.protocol == proto) & (stats.data_source == source)] \
+            if not stats.empty else stats
+        large = sel[sel.method == "large"] if not sel.empty else sel
+        large_acc = float(large.acc_mean.iloc[0]) if len(large) else float("nan")
+        paper_large, _ = _paper(setting, "large", "accuracy")
+        for m in methods:
+            row = {"setting": setting, "data": source, "protocol": proto, "method": m}
+            s = sel[sel.method == m] if not sel.empty else sel
+            p_acc, prov = _paper(setting, m, "accuracy")
+            p_std, _ = _paper(setting, m, "accuracy_std")
+            if len(s) == 0:
+                row.update(cost_pct=NOT_RUN, cost_overhead_pct=NOT_RUN, acc=NOT_RUN, n=0, delta_vs_large=NOT_RUN,
+                           train_seconds=NOT_RUN, speedup=NOT_RUN, params=NOT_RUN)
+                ours_delta, ours_std = None, None
+            else:
+                s = s.iloc[0]
+                ours_delta = s.acc_mean - large_acc
+                ours_std = s.acc_std
+                t = sp[(sp.setting == setting) & (sp.protocol == proto) & (sp.method == m)]
+                row.update(cost_pct=_fmt(s.cost, 1), cost_overhead_pct=_fmt(s.cost_overhead, 1),
+                           acc=f"{s.acc_mean:.2f} +- {_fmt(s.acc_std) or 'n/a'}", n=int(s.n),
+                           delta_vs_large=_fmt(ours_delta),
+                           train_seconds="; ".join(f"{r.seconds:.1f} ({r.device}, {r.mode})" for r in t.itertuples()),
+                           speedup="; ".join(_fmt(r.speedup, 3) + "x" for r in t.itertuples() if not math.isnan(r.speedup)),
+                           params=str(int(s.params)), run_ids=s.run_ids, config_hashes=s.config_hashes)
+            paper_delta = (p_acc - paper_large) if (p_acc is not None and paper_large is not None) else None
+            row.update(paper_acc=(f"{p_acc:.2f}" + (f" +- {p_std:.2f}" if p_std is not None else "")) if p_acc else "",
+                       paper_delta_vs_large=_fmt(paper_delta), paper_provenance=prov,
+                       verdict="reference" if m == "large" else _verdict(ours_delta, ours_std, paper_delta, p_std))
+            rows.append(row)
+    cols = ["setting", "data", "protocol", "method", "cost_pct", "cost_overhead_pct", "acc", "n", "delta_vs_large",
+            "train_seconds", "speedup", "params", "paper_acc", "paper_delta_vs_large", "paper_provenance", "verdict",
+            "run_ids", "config_hashes"]
+    return pd.DataFrame(rows, columns=cols).astype(object).fillna("")
+
+
+def settings_of(runs: pd.DataFrame, default: tuple[str, str, str]) -> list[tuple[str, str, str]]:
+    if runs.empty:
+        return [default]
+    return sorted({(r.setting, r.protocol, r.data_source) for r in runs.itertuples()})
+
+
+def main_table(runs):
+    return comparison(runs, MAIN_METHODS, settings_of(runs, ("resnet20/cifar10", "not run", "")))
+
+
+def ablation_table(runs):
+    sel = runs[runs.setting.isin(PAPER_SETTING)] if not runs.empty else runs
+    return comparison(sel, ABLATION_METHODS, settings_of(sel, ("resnet20/cifar10", "not run", "")))
+
+
+def wallclock_table(runs) -> pd.DataFrame:
+    sp = speedups(runs)
+    rows = []
+    groups = sorted({(r.setting, r.protocol, r.data_source, r.device, r.mode) for r in runs.itertuples()}) \
+        if not runs.empty else [("resnet20/cifar10", "not run", "", "", "")]
+    for setting, proto, source, device, mode in groups:
+        for m in WALLCLOCK_METHODS:
+            t = sp[(sp.setting == setting) & (sp.protocol == proto) & (sp.device == device) & (sp.mode == mode)
+                   & (sp.method == m)] if not sp.empty else sp
+            acc = runs[(runs.setting == setting) & (runs.protocol == proto) & (runs.method == m)
+                       & (runs.device == device) & (runs.mode == mode)]
+            p, prov = _paper("resnet18/cifar100", m, "speedup") if m != "large" else (None, "")
+            rows.append({"setting": setting, "data": source, "protocol": proto, "device": device, "mode": mode,
+                         "method": m,
+                         "train_seconds": _fmt(float(t.seconds.iloc[0]), 1) if len(t) else NOT_RUN,
+                         "n": int(t.n.iloc[0]) if len(t) else 0,
+                         "speedup": (_fmt(float(t.speedup.iloc[0]), 3) + "x") if len(t) else NOT_RUN,
+                         "acc": _fmt(float(acc.acc.mean())) if len(acc) else NOT_RUN,
+                         "paper_speedup": f"{p:.1f}x" if p else "", "paper_provenance": prov,
+                         "run_ids": " ".join(sorted(acc.run_id)) if len(acc) else ""})
+    return pd.DataFrame(rows)
+
+
+def to_csv(df: pd.DataFrame) -> str:
+    return df.to_csv(index=False, lineterminator="\n")
+
+
+def to_markdown(df: pd.DataFrame, drop=("run_ids", "config_hashes")) -> str:
+    d = df.drop(columns=[c for c in drop if c in df.columns])
+    cols = list(d.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in d.itertuples(index=False):
+        lines.append("| " + " | ".join(str(v) for v in r) + " |")
+    return "\n".join(lines)
+
+
+def _tex(s) -> str:
+    s = str(s)
+    for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
+                 ("+-", r"$\pm$"), ("~", r"\textasciitilde{}")):
+        s = s.replace(a, b)
+    return s
+
+
+def to_latex(df: pd.DataFrame, caption: str, drop=("run_ids", "config_hashes")) -> str:
+    """A booktabs table (no jinja2 needed)."""
+    d = df.drop(columns=[c for c in drop if c in df.columns])
+    lines = [r"\begin{table}[t]", r"\centering", r"\small", rf"\caption{{{_tex(caption)}}}",
+             r"\begin{tabular}{" + "l" * len(d.columns) + "}", r"\toprule",
+             " & ".join(_tex(c) for c in d.columns) + r" \\", r"\midrule"]
+    lines += [" & ".join(_tex(v) for v in r) + r" \\" for r in d.itertuples(index=False)]
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines) + "\n"

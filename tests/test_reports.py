@@ -1,0 +1,108 @@
+import json
+import math
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from bench import cli
+from reports import tables
+from reports.build import build
+from reports.load import load_runs
+
+
+@pytest.fixture(scope="module")
+def smoke_results(tmp_path_factory, cifar_dir):
+    """A real smoke sweep: large and full (two seeds each) and small, one epoch of growth."""
+    out = tmp_path_factory.mktemp("results")
+    common = ["--data-dir", str(cifar_dir), "--out-dir", str(out), "--preset", "smoke", "--progress", "off"]
+    for method in ("large", "full"):
+        for seed in ("0", "1"):
+            assert cli.main(["run", *common, "--method", method, "--seed", seed]) == 0
+    assert cli.main(["run", *common, "--method", "small"]) == 0
+    # an unfinished run: config and history only
+    partial = out / "growing-resnet20-cifar10-s0-unfinished"
+    partial.mkdir()
+    cfg = json.loads(next(out.glob("full-*/config.json")).read_text())
+    (partial / "config.json").write_text(json.dumps({**cfg, "method": "growing"}))
+    (partial / "history.jsonl").write_text("{}\n")
+    return out
+
+
+def test_report_from_a_real_smoke_sweep(smoke_results, tmp_path):
+    out = tmp_path / "report"
+    made = build(smoke_results, out)
+    main = made["tables"]["main"]
+    assert list(main.method) == tables.MAIN_METHODS
+    for col in ("cost_pct", "acc", "n", "train_seconds", "speedup", "params", "paper_acc", "verdict", "run_ids"):
+        assert col in main.columns
+    large, full = main[main.method == "large"].iloc[0], main[main.method == "full"].iloc[0]
+    assert large.n == 2 and full.n == 2 and large.cost_pct == "100.0" and float(full.cost_pct) < 100
+    assert main[main.method == "net2net"].iloc[0].acc == "not run"
+    assert list(made["tables"]["ablation"].method) == tables.ABLATION_METHODS
+    assert made["tables"]["ablation"].set_index("method").loc["growing", "acc"] == "not run"  # unfinished: not averaged
+    assert list(made["tables"]["wallclock"].method) == tables.WALLCLOCK_METHODS
+    for name in ("main", "ablation", "wallclock"):
+        assert (out / "tables" / f"{name}.csv").is_file()
+        assert "\\toprule" in (out / "tables" / f"{name}.tex").read_text()
+    pngs = sorted((out / "figures").glob("*.png"))
+    assert {p.name.split("_")[0] for p in pngs} >= {"F3", "F4", "F5", "F6", "F7"}
+    for p in pngs:
+        with Image.open(p) as im:
+            im.verify()
+    for p in (out / "figures").glob("*.svg"):
+        assert p.read_text().lstrip().startswith("<?xml")
+    page = (out / "index.html").read_text()
+    links = re.findall(r"href='([^']+)'", page)
+    assert links and all((out / link).is_file() for link in links)
+    report = (out / "report.md").read_text()
+    assert "JPEG q75 copy" in report and "growing-resnet20-cifar10-s0-unfinished" in report
+    # the same run set gives byte-identical CSV tables
+    again = tmp_path / "again"
+    build(smoke_results, again)
+    for name in ("main", "ablation", "wallclock"):
+        assert (out / "tables" / f"{name}.csv").read_bytes() == (again / "tables" / f"{name}.csv").read_bytes()
+
+
+def test_empty_results_give_not_run_cells(tmp_path):
+    made = build(tmp_path / "nothing", tmp_path / "out")
+    main = made["tables"]["main"]
+    assert set(main.acc) == {"not run"} and (tmp_path / "out" / "index.html").is_file()
+
+
+def _record(run_id, method, seed, acc, seconds, device="cpu", mode="bf16/cl"):
+    return {"run_id": run_id, "method": method, "arch": "resnet20", "dataset": "cifar10",
+            "setting": "resnet20/cifar10", "protocol": "15 ep, 10000 train images", "seed": seed,
+            "config_hash": f"{run_id:0>10}", "data_source": "CIFAR-10, JPEG q75 copy", "acc": acc, "best_acc": acc,
+            "cost": 100.0 if method == "large" else 53.5, "cost_overhead": 100.0 if method == "large" else 53.5,
+            "train_seconds": seconds, "total_seconds": seconds, "device": device, "mode": mode, "params": 269722}
+
+
+def test_means_stds_and_speedups_by_hand():
+    runs = pd.DataFrame([_record("a", "large", 0, 70.0, 100.0), _record("b", "large", 1, 72.0, 110.0),
+                         _record("c", "full", 0, 69.0, 60.0), _record("d", "full", 1, 70.0, 70.0),
+                         _record("e", "full", 2, 71.0, 80.0),
+                         _record("f", "full", 3, 90.0, 10.0, device="cuda-H100")])  # other device: own group
+    stats = tables.seed_stats(runs).set_index("method")
+    assert stats.loc["large", "acc_mean"] == pytest.approx(71.0)
+    assert stats.loc["large", "acc_std"] == pytest.approx(math.sqrt(2.0))  # sample std of 70, 72
+    assert stats.loc["full", "n"] == 4
+    sp = tables.speedups(runs)
+    cpu_full = sp[(sp.method == "full") & (sp.device == "cpu")].iloc[0]
+    assert cpu_full.seconds == pytest.approx(70.0) and cpu_full.speedup == pytest.approx(105.0 / 70.0)
+    assert math.isnan(sp[(sp.method == "full") & (sp.device == "cuda-H100")].iloc[0].speedup)  # no large there
+    main = tables.main_table(runs).set_index("method")
+    assert main.loc["full", "speedup"] == "1.500x"
+    assert main.loc["large", "acc"] == "71.00 +- 1.41"
+    assert main.loc["full", "delta_vs_large"] == "4.00"  # (69+70+71+90)/4 - 71
+
+
+def test_load_runs_splits_complete_and_incomplete(tmp_path):
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "config.json").write_text(json.dumps({"method": "full", "arch": "resnet20", "dataset": "cifar10",
+                                                            "seed": 0, "epochs": 3, "train_subset": 0}))
+    (tmp_path / "x" / "failed.json").write_text("{}")
+    done, other, _ = load_runs(tmp_path)
+    assert done.empty and other.iloc[0].state == "failed"
