@@ -44,6 +44,8 @@ class GrowthSpec:
     # learning-rate adaptation (growth/lra.py)
     lra_norm: str = "total"  # total: ||W_dt||_F / ||W_0||_F | rms: per-entry RMS ratio
     lra_every: str = "epoch"  # recompute the multipliers every epoch | every step
+    # Net2Net (baselines/net2net.py)
+    net2net_noise: float = 0.01  # noise std on replicas' fan-in, relative to the layer's old weights' std
     # optimizer state at growth
     optimizer: str = "carry"  # carry (old slice copied, new zero) | reset
     # batch-size adaptation (growth/batch.py)
@@ -118,7 +120,7 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "threads": (0, None, True), "channels_last_align": (0, None, True), "seed": (0, None, True), "subset_seed": (0, None, True),
     "growth.start_fraction": (0, 1, False), "growth.p_c": (0, None, False), "growth.p_t": (0, None, True),
     "growth.t0": (1, None, True), "growth.stages": (0, None, True), "growth.growth_epochs": (1, None, True),
-    "growth.batch_max_factor": (1, None, True),
+    "growth.batch_max_factor": (1, None, True), "growth.net2net_noise": (0, None, True),
 }
 # fields that do not change what a run computes: left out of the config hash
 UNHASHED = ("data_dir", "download", "out_dir", "eval_batch_size", "checkpoint", "threads")

@@ -91,3 +91,4 @@ def create(spec) -> Method:
 # as bench.methods is imported.
 import baselines.fixed  # noqa: E402,F401
 import growth.method  # noqa: E402,F401
+import baselines.net2net  # noqa: E402,F401

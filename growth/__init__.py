@@ -22,12 +22,19 @@ from growth.vt import VarianceTransfer
 RULES: dict[str, type[Rule]] = {"vt": VarianceTransfer}
 
 
+def _register_baseline_rules() -> None:
+    from baselines.net2net import Net2NetRule
+
+    RULES.setdefault("net2net", Net2NetRule)
+
+
 def grow(model: nn.Module, new_widths: dict[str, int], rule: str | Rule = "vt",
          generator: torch.Generator | None = None, stage: int | None = None, **options) -> nn.Module:
     """Widen ``model`` (built by ``bench.models.build``) in place to ``new_widths`` with a named growth
     rule (``options`` go to the rule, e.g. ``rescale=False``); new channels are tagged with ``stage``
     (default: one past the latest). Rebuild the optimizer afterwards (``bench.optim.rebuild_optimizer``)."""
     if isinstance(rule, str):
+        _register_baseline_rules()
         if rule not in RULES:
             raise ValueError(f"unknown growth rule {rule!r}; accepted: {', '.join(RULES)}")
         rule = RULES[rule](generator=generator, **options)

@@ -15,48 +15,63 @@ from __future__ import annotations
 from bench.methods import GrowthContext, GrowthEvent, Method, register
 from growth.lra import lra_multipliers
 from growth.schedule import batch_schedule, make_schedule
-from growth.surgery import grow_model
+from growth.surgery import Rule, grow_model
 from growth.vt import VarianceTransfer
 
 
-class VTGrowth(Method):
-    RESCALE = True  # variance rescaling (VRS)
-    LRA = True  # learning-rate adaptation
+class ScheduledGrowth(Method):
+    """Grows on the shared schedule (same widths and epochs for every grower); subclasses give the rule."""
 
     def __init__(self, spec):
         super().__init__(spec)
         self.schedule = make_schedule(spec)
         self.batches = batch_schedule(spec, self.schedule)
-        self.multipliers_every_step = self.LRA and spec.growth.lra_every == "step"
-        self.ratios: dict[int, float] = {}
         self.epoch = 0
 
     def start_widths(self) -> dict[str, int]:
         return dict(self.schedule.widths[0])
+
+    def rule(self, ctx: GrowthContext) -> Rule:
+        raise NotImplementedError
 
     def before_epoch(self, ctx: GrowthContext) -> GrowthEvent | None:
         self.epoch = ctx.epoch
         if ctx.epoch not in self.schedule.growth_epochs:
             return None
         stage = self.schedule.stage_at(ctx.epoch)
-        gs = self.spec.growth
-        rule = VarianceTransfer(ctx.generator, rescale=self.RESCALE, exponent=gs.vt_exponent, mode=gs.vt_mode,
-                                rescale_classifier=gs.rescale_classifier,
-                                rescale_unnormalized=gs.rescale_unnormalized)
-        grow_model(ctx.model, self.schedule.widths[stage], rule, stage)
-        return GrowthEvent(extra_flops=0, optimizer_policy=gs.optimizer, info={"stage": stage})
+        grow_model(ctx.model, self.schedule.widths[stage], self.rule(ctx), stage)
+        return GrowthEvent(extra_flops=0, optimizer_policy=self.spec.growth.optimizer, info={"stage": stage})
 
     def batch_size(self, epoch: int) -> int:
         return self.batches[epoch]
 
     def lr_multipliers(self, model):
-        mults = {}
-        if self.LRA:
-            mults, self.ratios = lra_multipliers(model, self.spec.growth.lra_norm)
         factor = self.batches[self.epoch] / self.spec.batch_size
         if self.spec.growth.batch_lr_scaling and factor != 1:  # linear scaling rule, an option
-            mults = {name: mults.get(name, 1.0) * factor for name, _ in model.named_parameters()}
-        return mults or None
+            return {name: factor for name, _ in model.named_parameters()}
+        return None
+
+
+class VTGrowth(ScheduledGrowth):
+    RESCALE = True  # variance rescaling (VRS)
+    LRA = True  # learning-rate adaptation
+
+    def __init__(self, spec):
+        super().__init__(spec)
+        self.multipliers_every_step = self.LRA and spec.growth.lra_every == "step"
+        self.ratios: dict[int, float] = {}
+
+    def rule(self, ctx: GrowthContext) -> Rule:
+        gs = self.spec.growth
+        return VarianceTransfer(ctx.generator, rescale=self.RESCALE, exponent=gs.vt_exponent, mode=gs.vt_mode,
+                                rescale_classifier=gs.rescale_classifier, rescale_unnormalized=gs.rescale_unnormalized)
+
+    def lr_multipliers(self, model):
+        scaled = super().lr_multipliers(model) or {}
+        if not self.LRA:
+            return scaled or None
+        mults, self.ratios = lra_multipliers(model, self.spec.growth.lra_norm)
+        return {**scaled, **{k: v * scaled.get(k, 1.0) for k, v in mults.items()}} or None
 
     def log(self) -> dict:
         return {"lra": {str(t): r for t, r in self.ratios.items()}} if self.LRA else {}

@@ -244,3 +244,52 @@ def test_public_api_grows_and_tags():
         growth.grow(model, model.widths, rule="magic")
     with pytest.raises(ValueError, match="even"):
         growth.grow(model, {"s1": model.widths["s1"] + 1})
+
+
+def test_stage_tags_survive_checkpoint_and_resume(tmp_path, cifar_dir, monkeypatch):
+    """Interrupt a growing run after its first growth, resume it, and compare with an uninterrupted run."""
+    from bench import methods
+    from bench.config import run_id
+    from bench.records import RunDir
+    from bench.train import run
+
+    spec = dict(method="full", data_dir=str(cifar_dir), epochs=3, deterministic=True, **{"growth.stages": 2})
+    whole = run(make_spec("smoke", out_dir=str(tmp_path / "a"), **spec), progress=False, log=lambda *a: None)
+
+    interrupted = make_spec("smoke", out_dir=str(tmp_path / "b"), **spec)
+    original = methods.METHODS["full"].before_epoch
+
+    def stop_at_epoch_2(self, ctx):
+        if ctx.epoch == 2:
+            raise KeyboardInterrupt  # as if killed before the second growth
+        return original(self, ctx)
+
+    monkeypatch.setattr(methods.METHODS["full"], "before_epoch", stop_at_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        run(interrupted, progress=False, log=lambda *a: None)
+    rd = RunDir(tmp_path / "b" / run_id(interrupted))
+    ck = rd.load_checkpoint()
+    assert rd.partial and ck["loop"]["epoch"] == 2 and ck["loop"]["stage"] == 1
+    assert int(ck["model"]["births.s3"].max()) == 1  # the tags are in the checkpoint
+    monkeypatch.setattr(methods.METHODS["full"], "before_epoch", original)
+    resumed = run(interrupted, progress=False, log=lambda *a: None)
+    a = RunDir(tmp_path / "a" / whole["run_id"]).load_checkpoint()["model"]
+    b = rd.load_checkpoint()["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a), "resumed run differs"
+    assert b["births.s3"].tolist() == a["births.s3"].tolist() and int(b["births.s3"].max()) == 2
+    assert resumed["final_test_acc"] == whole["final_test_acc"]
+    assert [r["lra"] for r in resumed["epochs"]] == [r["lra"] for r in whole["epochs"]]
+
+
+@pytest.mark.parametrize("batch_adapt", [False, True])
+def test_recorded_flops_equal_the_schedule_cost(tmp_path, cifar_dir, batch_adapt):
+    from bench.train import run
+
+    spec = make_spec("smoke", method="full", data_dir=str(cifar_dir), out_dir=str(tmp_path), epochs=3,
+                     **{"growth.stages": 2, "growth.batch_adapt": batch_adapt})
+    result = run(spec, progress=False, log=lambda *a: None)
+    assert result["flops"]["train_cost_fraction"] == pytest.approx(cost_fraction(spec, n_train=spec.train_subset),
+                                                                   rel=1e-12)
+    sizes = [r["batch_size"] for r in result["epochs"]]
+    assert sizes == batch_schedule(spec, make_schedule(spec))
+    assert (sizes[0] > spec.batch_size) == batch_adapt
