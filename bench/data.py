@@ -35,6 +35,11 @@ NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet": 1000}
 TORCHVISION_DIRS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
 
 
+def image_size(spec) -> int:
+    """Input resolution of a run: CIFAR images are 32x32, ImageNet crops 224x224."""
+    return 224 if spec.dataset == "imagenet" else 32
+
+
 class DataError(RuntimeError):
     """Missing or corrupt data: the message says which path, what was expected and how to get it."""
 

@@ -20,12 +20,12 @@ import torch
 import torch.nn.functional as F
 
 from bench.config import RunSpec
-from bench.data import NUM_CLASSES
+from bench.data import NUM_CLASSES, image_size
 from bench.models import build
 from bench.optim import SGD, rebuild_optimizer
 from bench.train import autocast, place, resolve_device, use_channels_last
 from bench.timing import synchronize
-from growth.schedule import TRAIN_SIZE, batch_schedule, cost_fraction, image_size, make_schedule
+from growth.schedule import TRAIN_SIZE, batch_schedule, cost_fraction, make_schedule
 from growth.surgery import grow_model
 from growth.vt import VarianceTransfer
 

@@ -24,9 +24,9 @@ from torch import nn
 
 from bench import methods
 from bench.config import SCHEMA_VERSION, RunSpec, config_hash, run_id, spec_to_dict
-from bench.data import NUM_CLASSES, make_loaders
+from bench.data import NUM_CLASSES, image_size, make_loaders
 from bench.flops import CONVENTION, step_flops
-from bench.models import build, default_image_size
+from bench.models import build
 from bench.optim import SGD, rebuild_optimizer
 from bench.records import RunDir, environment
 from bench.timing import SectionTimer, synchronize
@@ -182,15 +182,13 @@ def _run(spec: RunSpec, rd: RunDir, progress: bool | None, log) -> dict:
     setup_runtime(spec)
     device = resolve_device(spec)
     train_loader, test_loader, data_source = make_loaders(spec, device)
-    num_classes, image_size = NUM_CLASSES[spec.dataset], default_image_size(spec.arch)
-    if spec.dataset != "imagenet":
-        image_size = 32
+    num_classes, size = NUM_CLASSES[spec.dataset], image_size(spec)
     method = methods.create(spec)
     growth_gen = torch.Generator()
 
     if rd.partial:
         ck = rd.load_checkpoint()
-        model = build(spec.arch, num_classes, widths=ck["widths"], image_size=image_size)
+        model = build(spec.arch, num_classes, widths=ck["widths"], image_size=size)
         model.load_state_dict(ck["model"])
         st = ck["loop"]
         method.load_state_dict(ck["method"])
@@ -202,7 +200,7 @@ def _run(spec: RunSpec, rd: RunDir, progress: bool | None, log) -> dict:
         ck = None
         torch.manual_seed(spec.seed)
         growth_gen.manual_seed(spec.seed + 1_000_003)
-        model = build(spec.arch, num_classes, widths=method.start_widths(), image_size=image_size)
+        model = build(spec.arch, num_classes, widths=method.start_widths(), image_size=size)
         st = {"epoch": 0, "stage": 0, "history": [], "times": {}, "train_flops": 0, "eval_flops": 0,
               "growth_flops": 0, "width_history": [{"epoch": 0, "widths": widths_of(model)}]}
         rd.path.mkdir(parents=True, exist_ok=True)
@@ -256,11 +254,11 @@ def _run(spec: RunSpec, rd: RunDir, progress: bool | None, log) -> dict:
             bar.close()
         steps = len(train_loader)
         widths = widths_of(model)
-        train_step = step_flops(spec.arch, widths, num_classes, image_size, train_loader.batch_size)
+        train_step = step_flops(spec.arch, widths, num_classes, size, train_loader.batch_size)
         st["train_flops"] += steps * train_step
         with timer.section("eval"):
             test_loss, test_acc = evaluate(model, test_loader, spec, device)
-        st["eval_flops"] += eval_flops(spec, widths, test_loader.num_samples, num_classes, image_size)
+        st["eval_flops"] += eval_flops(spec, widths, test_loader.num_samples, num_classes, size)
         st["epoch"] = epoch + 1
         timer.totals["wall"] += time.perf_counter() - t_epoch  # the epoch without its checkpoint write
         row = {"epoch": epoch + 1, "stage": st["stage"], "lr": lr, "batch_size": train_loader.batch_size,
@@ -282,7 +280,7 @@ def _run(spec: RunSpec, rd: RunDir, progress: bool | None, log) -> dict:
         log(f"[{rd.path.name}] epoch {epoch + 1}/{spec.epochs} stage {st['stage']} loss {train_loss:.4f} "
             f"test_acc {test_acc:.4f} lr {lr:.4g} ({time.perf_counter() - t_epoch:.1f}s)")
 
-    result = build_result(spec, st, model, data_source, device, setup_seconds, num_classes, image_size,
+    result = build_result(spec, st, model, data_source, device, setup_seconds, num_classes, size,
                           steps_per_epoch=train_loader.size // spec.batch_size, batch_size=spec.batch_size)
     rd.write_result(result)
     return result

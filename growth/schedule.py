@@ -12,6 +12,7 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass
 
+from bench.data import image_size
 from bench.flops import step_flops
 from bench.models import scaled_widths
 
@@ -96,10 +97,6 @@ def make_schedule(spec) -> Schedule:
         raise ScheduleError(f"growth schedule: growth epochs {epochs} do not fit {spec.epochs} epochs "
                             f"({gs.schedule}, t0={gs.t0}, p_t={gs.p_t}); the last growth must come before the last epoch")
     return Schedule(tuple(widths), tuple(epochs), spec.epochs)
-
-
-def image_size(spec) -> int:
-    return 224 if spec.dataset == "imagenet" else 32
 
 
 def batch_schedule(spec, schedule: Schedule) -> list[int]:
