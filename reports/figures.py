@@ -78,7 +78,7 @@ def lra_multipliers(runs, results, out: Path) -> list[Path]:
         if not rows:
             continue
         df = pd.DataFrame(rows)
-        fig, ax = plt.subplots(figsize=(7, 4.5))
+        fig, ax = plt.subplots(figsize=(8.5, 4.5))
         for t, d in df.groupby("stage"):
             ax.plot(d.epoch, d.ratio, marker=".", label=f"stage {t}")
         ax2 = ax.twinx()
@@ -86,7 +86,9 @@ def lra_multipliers(runs, results, out: Path) -> list[Path]:
         ax2.set_ylabel("base learning rate (end of epoch)")
         ax2.grid(False)
         ax.set(title=f"LRA multipliers ||W_dt|| / ||W_0||: {setting}\n{rid}", xlabel="epoch", ylabel="multiplier")
-        ax.legend(fontsize=8, loc="upper left")
+        lines = ax.get_legend_handles_labels()
+        extra = ax2.get_legend_handles_labels()
+        ax.legend(lines[0] + extra[0], lines[1] + extra[1], fontsize=8, loc="upper left", bbox_to_anchor=(1.15, 1))
         paths += _save(fig, out, "F5_lra_multipliers_" + _slug(setting, proto))
     return paths
 

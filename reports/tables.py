@@ -129,10 +129,10 @@ def wallclock_table(runs) -> pd.DataFrame:
         if not runs.empty else [("resnet20/cifar10", "not run", "", "", "")]
     for setting, proto, source, device, mode in groups:
         for m in WALLCLOCK_METHODS:
-            t = sp[(sp.setting == setting) & (sp.protocol == proto) & (sp.device == device) & (sp.mode == mode)
+            t = sp[(sp.setting == setting) & (sp.protocol == proto) & (sp.device == device) & (sp["mode"] == mode)
                    & (sp.method == m)] if not sp.empty else sp
             acc = runs[(runs.setting == setting) & (runs.protocol == proto) & (runs.method == m)
-                       & (runs.device == device) & (runs.mode == mode)]
+                       & (runs.device == device) & (runs["mode"] == mode)]
             p, prov = _paper("resnet18/cifar100", m, "speedup") if m != "large" else (None, "")
             rows.append({"setting": setting, "data": source, "protocol": proto, "device": device, "mode": mode,
                          "method": m,

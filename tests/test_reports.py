@@ -106,3 +106,12 @@ def test_load_runs_splits_complete_and_incomplete(tmp_path):
     (tmp_path / "x" / "failed.json").write_text("{}")
     done, other, _ = load_runs(tmp_path)
     assert done.empty and other.iloc[0].state == "failed"
+
+
+def test_wallclock_table_by_hand():
+    runs = pd.DataFrame([_record("a", "large", 0, 70.0, 100.0), _record("c", "full", 0, 69.0, 80.0),
+                         _record("d", "full+ba", 0, 68.0, 50.0)])
+    wall = tables.wallclock_table(runs).set_index("method")
+    assert wall.loc["large", "speedup"] == "1.000x" and wall.loc["full", "speedup"] == "1.250x"
+    assert wall.loc["full+ba", "speedup"] == "2.000x" and wall.loc["full+ba", "train_seconds"] == "50.0"
+    assert wall.loc["full", "acc"] == "69.00" and wall.loc["full+ba", "paper_speedup"] == "1.7x"
