@@ -196,12 +196,12 @@ COST_CASES = [("quick", "resnet20", "cifar10"), ("quick", "vgg11", "cifar10"), (
               ("paper", "resnet18", "cifar100")]
 # small sizes for the measured gate: seconds on a 2-core CPU
 CI_SPEED = {"preset": "quick", "archs": ("resnet20", "vgg11"), "batch_size": 32, "rounds": 5, "steps": 5}
-# Tolerances of the measured gate. On a shared 2-core machine the minimum over 5 interleaved rounds
-# of a stage's step time still moves by up to ~15 % between runs (tiny stages are dominated by
-# Python and allocator overhead, which another process's cache traffic disturbs); the predicted
-# speed-up, a weighted sum over stages, moves less. 35 % per stage and 15 % on the speed-up stay
+# Tolerances of the measured gate. On this project's shared 2-core machine, three gate runs in a row
+# gave ResNet-20 speed-ups of 1.238, 1.267 and 1.215 (+-2.5 %) and VGG-11 1.618, 1.641, 1.620; a
+# single tiny stage moves more (its steps last a few ms, dominated by Python and allocator overhead
+# that another process's cache traffic disturbs). 50 % per stage and 15 % on the speed-up stay well
 # clear of that noise, while doubling one grown stage's work (+100 % on that stage) fails at once.
-STAGE_TOLERANCE = 0.35
+STAGE_TOLERANCE = 0.50
 SPEEDUP_TOLERANCE = 0.15
 
 

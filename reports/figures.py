@@ -105,10 +105,11 @@ def width_schedule(runs, results, out: Path) -> list[Path]:
             full = r["flops"]["large_train"] / (r["config"]["epochs"] * max(1, hist[-1]["steps"]))
             rel = [h["train_step_flops"] * h["steps"] / (full * hist[-1]["steps"]) for h in hist]
             frac = [h["params"] / r["final_params"] for h in hist]
-            ax.step([h["epoch"] for h in hist], rel, where="post", label=f"{method}: relative training FLOPs")
-            ax.step([h["epoch"] for h in hist], frac, where="post", ls="--", label=f"{method}: parameter fraction")
-        ax.set(title=f"Width schedule: {setting}, {proto}", xlabel="epoch", ylabel="fraction of the large model",
-               ylim=(0, 1.05))
+            x = [h["epoch"] - 1 for h in hist] + [hist[-1]["epoch"]]  # each epoch spans [e - 1, e]
+            ax.step(x, rel + rel[-1:], where="post", label=f"{method}: relative training FLOPs")
+            ax.step(x, frac + frac[-1:], where="post", ls="--", label=f"{method}: parameter fraction")
+        ax.set(title=f"Width schedule: {setting}, {proto}", xlabel="epochs of training",
+               ylabel="fraction of the large model", ylim=(0, 1.05))
         ax.legend(fontsize=8)
         paths += _save(fig, out, "F6_width_schedule_" + _slug(setting, proto))
     return paths
