@@ -99,3 +99,24 @@ def test_eval_loader_keeps_order_and_last_batch():
     loader = TensorLoader(split, 10, "cifar10", torch.device("cpu"), train=False)
     ys = torch.cat([y for _, y in loader])
     assert torch.equal(ys, split.labels) and len(loader) == 3
+
+
+def test_imagenet_class_folders(tmp_path):
+    from PIL import Image
+
+    from bench.data import imagenet_loader
+
+    for split in ("train", "val"):
+        for c in ("n01", "n02"):
+            d = tmp_path / split / c
+            d.mkdir(parents=True)
+            for i in range(3):
+                Image.new("RGB", (40 + i, 36), (i * 40, 100, 200)).save(d / f"{i}.JPEG")
+    train = imagenet_loader(tmp_path, True, batch_size=2, subset=4, seed=0, workers=0, image_size=32)
+    train.set_epoch(0)
+    x, y = next(iter(train))
+    assert x.shape == (2, 3, 32, 32) and set(y.tolist()) <= {0, 1} and train.size == 4
+    val = imagenet_loader(tmp_path, False, batch_size=4, subset=0, seed=0, workers=0, image_size=32)
+    assert sum(len(b[1]) for b in val) == 6
+    with pytest.raises(DataError, match="class folders"):
+        imagenet_loader(tmp_path / "none", True, 2, 0, 0, workers=0)
