@@ -29,7 +29,7 @@ def build(results_dir: str | Path, out_dir: str | Path) -> dict:
     (out / "figures").mkdir()
     runs, incomplete, results = load_runs(results_dir)
     made = {"tables": {}, "figures": []}
-    md = [f"# growbench report", "", f"Runs read from `{results_dir}`: {len(runs)} complete, "
+    md = ["# growbench report", "", f"Runs read from `{results_dir}`: {len(runs)} complete, "
           f"{len(incomplete)} failed or unfinished (listed at the end, never averaged in).", ""]
     sources = sorted(set(runs.data_source)) if not runs.empty else []
     if any("JPEG" in s for s in sources):

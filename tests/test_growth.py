@@ -1,5 +1,4 @@
 """The paper's method: surgery, variance transfer, schedules, LRA, batch adaptation."""
-import math
 
 import pytest
 import torch

@@ -1,7 +1,6 @@
 import json
 import math
 import re
-from pathlib import Path
 
 import pandas as pd
 import pytest
