@@ -128,6 +128,7 @@ def scan(out_dir: str | Path) -> list[dict]:
             res = rd.result()
             row.update(final_test_acc=res["final_test_acc"], total_seconds=res["times"]["total_seconds"])
         elif rd.partial:
-            row["epochs_done"] = sum(1 for _ in open(cfg.parent / HISTORY)) if (cfg.parent / HISTORY).exists() else 0
+            hist = cfg.parent / HISTORY
+            row["epochs_done"] = len(hist.read_text().splitlines()) if hist.exists() else 0
         rows.append(row)
     return rows

@@ -114,7 +114,7 @@ def measure(spec: RunSpec, rounds: int = 5, steps: int = 10, warmup: int = 3, th
         models.append(m)
         opts.append(SGD(m.parameters(), lr=1e-3, momentum=spec.momentum, weight_decay=spec.weight_decay))
         data.append(_batch(b, device, size, k, use_channels_last(spec, widths)))
-    for i, (m, o, (x, y)) in enumerate(zip(models, opts, data)):  # warm-up, off the clock
+    for m, o, (x, y) in zip(models, opts, data):  # warm-up, off the clock
         _steps(m, o, x, y, spec, device, warmup)
     best = [float("inf")] * len(models)
     for _ in range(rounds):

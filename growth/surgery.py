@@ -201,7 +201,9 @@ def grow_model(model: nn.Module, new_widths: dict[str, int], rule: Rule, stage: 
     with torch.no_grad():
         for path, info in layers.items():
             _grow_layer(path, modules[path], info, plans, rule, scales)
-        for g in model.channel_groups():
+        groups = model.channel_groups()
+        gather_source = {m.path: g.name for g in groups for m in g.members if m.role == "gather_in"}
+        for g in groups:
             plan = plans[g.name]
             for m in g.members:
                 if m.role == "bn":
@@ -209,8 +211,7 @@ def grow_model(model: nn.Module, new_widths: dict[str, int], rule: Rule, stage: 
                     if plan.grows or s != 1.0:
                         _grow_bn(modules[m.path], plan, s)
                 elif m.role == "gather_out":
-                    p_in = next(plans[h.name] for h in model.channel_groups()
-                                if any(x.path == m.path and x.role == "gather_in" for x in h.members))
+                    p_in = plans[gather_source[m.path]]
                     if plan.grows or p_in.grows:
                         _grow_gather(modules[m.path], p_in, plan)
         for g, plan in plans.items():
