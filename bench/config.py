@@ -46,8 +46,23 @@ class GrowthSpec:
     lra_every: str = "epoch"  # recompute the multipliers every epoch | every step
     # Net2Net (baselines/net2net.py)
     net2net_noise: float = 0.01  # noise std on replicas' fan-in, relative to the layer's old weights' std
-    # optimizer state at growth
-    optimizer: str = "carry"  # carry (old slice copied, new zero) | reset
+    # gradient growers (baselines/; baselines.md 2-4). Budgets are in epochs of the current model
+    # (steps of the run's batch size) so that they scale with the schedule
+    gradmax_samples: int = 128  # images in GradMax's one growth batch
+    gradmax_scale: str = "mean_norm"  # new fan-out norm: 0.5 x mean fan-out norm of old units | fixed: 0.5
+    firefly_epochs: float = 0.25  # candidate optimisation (the original: 1 epoch per round)
+    firefly_score_epochs: float = 0.25  # gate-score pass (the original: 1 epoch)
+    firefly_eps: float = 0.1  # step applied to the chosen candidates: split offset and new fan-out x eps
+    firefly_bn_batches: int = 50  # BN statistics re-estimated after growth (new units start at 0/1)
+    firefly_simple_steps: int = 100  # Adam steps on the new weights only, one batch of gradmax_samples
+    firefly_simple_lr: float = 1e-3
+    split_variant: str = "fast"  # fast (Rayleigh-quotient descent) | exact (eigen-solve; small layers only)
+    split_epochs: float = 1.0  # Rayleigh-quotient descent of the split directions (published: 10)
+    split_score_batches: int = 100  # batches averaging the eigenvalue estimates (published: 1 epoch)
+    split_eps: float = 1e-2  # split offset: children theta +- eps * v_min
+    # optimizer state at growth: method = each method's original policy (VT, Net2Net, GradMax and
+    # firefly_simple carry; Firefly and splitting reset), or force carry | reset for all
+    optimizer: str = "method"  # method | carry (old slice copied, new zero) | reset
     # batch-size adaptation (growth/batch.py)
     batch_adapt: bool = False  # B_t = B * 2^floor(log2(MACs_full / MACs_t)), capped
     batch_max_factor: int = 8  # cap on B_t / B
@@ -109,7 +124,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "growth.vt_mode": ("fanin", "constraint_old", "constraint_new"),
     "growth.lra_norm": ("total", "rms"),
     "growth.lra_every": ("epoch", "step"),
-    "growth.optimizer": ("carry", "reset"),
+    "growth.optimizer": ("method", "carry", "reset"),
+    "growth.gradmax_scale": ("mean_norm", "fixed"),
+    "growth.split_variant": ("fast", "exact"),
 }
 # field -> (lowest, highest, lowest inclusive); None = unbounded
 RANGES: dict[str, tuple[float | None, float | None, bool]] = {
@@ -121,6 +138,11 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "growth.start_fraction": (0, 1, False), "growth.p_c": (0, None, False), "growth.p_t": (0, None, True),
     "growth.t0": (1, None, True), "growth.stages": (0, None, True), "growth.growth_epochs": (1, None, True),
     "growth.batch_max_factor": (1, None, True), "growth.net2net_noise": (0, None, True),
+    "growth.gradmax_samples": (1, None, True), "growth.firefly_epochs": (0, None, False),
+    "growth.firefly_score_epochs": (0, None, False), "growth.firefly_bn_batches": (0, None, True), "growth.firefly_eps": (0, None, False),
+    "growth.firefly_simple_steps": (0, None, True), "growth.firefly_simple_lr": (0, None, False),
+    "growth.split_epochs": (0, None, False), "growth.split_score_batches": (1, None, True),
+    "growth.split_eps": (0, None, False),
 }
 # fields that do not change what a run computes: left out of the config hash
 UNHASHED = ("data_dir", "download", "out_dir", "eval_batch_size", "checkpoint", "threads")
@@ -274,9 +296,22 @@ def spec_from_dict(d: dict[str, Any]) -> RunSpec:
     return _build(RunSpec, d)
 
 
+def _changed(d: dict, default: dict) -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            sub = _changed(v, default.get(k, {}))
+            if sub:
+                out[k] = sub
+        elif k not in default or v != default[k]:
+            out[k] = v
+    return out
+
+
 def config_hash(spec: RunSpec) -> str:
-    """sha256 of the canonical JSON of every field that changes what the run computes."""
-    d = spec_to_dict(spec)
+    """sha256 of the canonical JSON of the fields that change what the run computes, where they
+    differ from RunSpec's defaults: adding a new option (with a default) keeps existing runs' ids."""
+    d = _changed(spec_to_dict(spec), spec_to_dict(RunSpec()))
     for k in UNHASHED:
         d.pop(k, None)
     return hashlib.sha256(json.dumps(d, sort_keys=True, separators=(",", ":")).encode()).hexdigest()

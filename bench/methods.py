@@ -6,6 +6,7 @@ evaluation, accounting, checkpoints).
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
@@ -24,6 +25,8 @@ class GrowthContext:
     generator: torch.Generator  # growth randomness, its own stream: growth never shifts the data order
     batches: Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor]]]  # training batches, for growth signals
     device: torch.device
+    steps_per_epoch: int = 0  # training steps in one epoch at the current batch size (growth budgets)
+    autocast: Callable[[], Any] = nullcontext  # the run's precision, for growth probes
 
 
 @dataclass
@@ -92,3 +95,6 @@ def create(spec) -> Method:
 import baselines.fixed  # noqa: E402,F401
 import growth.method  # noqa: E402,F401
 import baselines.net2net  # noqa: E402,F401
+import baselines.gradmax  # noqa: E402,F401
+import baselines.firefly  # noqa: E402,F401
+import baselines.splitting  # noqa: E402,F401

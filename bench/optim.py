@@ -61,14 +61,15 @@ def _carry(old: torch.Tensor, new_shape: torch.Size, like: torch.Tensor) -> torc
 def rebuild_optimizer(old: SGD, before: dict[str, nn.Parameter], model: nn.Module, policy: str = "carry") -> SGD:
     """A new SGD over ``model``'s current parameters. Parameters that are the same objects as before
     keep their state; replaced ones (same name, new tensor) get their old state copied into the
-    leading slice and zeros elsewhere (``carry``), or start empty (``reset``)."""
+    leading slice and zeros elsewhere (``carry``); ``reset`` starts every parameter empty, as a new
+    optimizer in the growers' original code does (the LR schedule keeps its position)."""
     if policy not in POLICIES:
         raise ValueError(f"optimizer policy {policy!r} not in {POLICIES}")
     group = {k: v for k, v in old.param_groups[0].items() if k != "params"}
     new = SGD(model.parameters(), **group)
     for name, p in model.named_parameters():
         q = before.get(name)
-        if q is None or q not in old.state:
+        if q is None or q not in old.state or policy == "reset":
             continue
         if q is p:
             new.state[p] = old.state[q]

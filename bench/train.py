@@ -221,7 +221,8 @@ def _run(spec: RunSpec, rd: RunDir, progress: bool | None, log) -> dict:
         t_epoch = time.perf_counter()
         before = dict(model.named_parameters())
         ctx = methods.GrowthContext(model, epoch, spec, growth_gen,
-                                    lambda: train_loader.iterate(epoch, GROWTH_STREAM), device)
+                                    lambda: train_loader.iterate(epoch, GROWTH_STREAM), device,
+                                    steps_per_epoch=len(train_loader), autocast=lambda: autocast(spec, device))
         with timer.section("growth"):
             event = method.before_epoch(ctx)
             if event is not None:
@@ -290,7 +291,8 @@ def build_result(spec, st, model, data_source, device, setup_seconds, num_classe
                  steps_per_epoch, batch_size) -> dict:
     hist = st["history"]
     t = st["times"]
-    target = methods.create(spec).target_widths()
+    method = methods.create(spec)
+    target = method.target_widths()
     large_flops = spec.epochs * steps_per_epoch * step_flops(spec.arch, target, num_classes, image_size, batch_size)
     per_stage = {}
     for row in hist:
@@ -319,6 +321,8 @@ def build_result(spec, st, model, data_source, device, setup_seconds, num_classe
                   "growth_overhead": st["growth_flops"], "train_with_overhead": st["train_flops"] + st["growth_flops"],
                   "large_train": large_flops, "train_cost_fraction": st["train_flops"] / large_flops,
                   "per_stage": list(per_stage.values())},
+        # optimizer state at growth (carry / reset), resolved from growth.optimizer; None: never grows
+        "growth_optimizer": method.optimizer_policy() if hasattr(method, "optimizer_policy") else None,
         "final_params": param_count(model),
         "final_widths": widths_of(model),
         "width_history": st["width_history"],

@@ -20,13 +20,22 @@ from growth.vt import VarianceTransfer
 
 
 class ScheduledGrowth(Method):
-    """Grows on the shared schedule (same widths and epochs for every grower); subclasses give the rule."""
+    """Grows on the shared schedule (same widths and epochs for every grower); subclasses give the rule.
+
+    A growth step: ``rule(ctx)`` (which may measure a growth signal and add its cost to
+    ``self.extra_flops``), the surgery, then ``after_growth(ctx)`` (candidate training, BN
+    re-estimation). ``prepare(model)`` runs before every epoch, so what it sets survives a resume."""
+
+    ORIGINAL_OPTIMIZER = "carry"  # the optimizer-state policy of the method's original code
 
     def __init__(self, spec):
         super().__init__(spec)
         self.schedule = make_schedule(spec)
         self.batches = batch_schedule(spec, self.schedule)
         self.epoch = 0
+        self.extra_flops = 0  # growth work the FLOP counter does not see, this growth step
+        self.target: dict[str, int] = {}  # widths the current growth step grows to
+        self.info: dict = {}  # what this growth step reports in the history row
 
     def start_widths(self) -> dict[str, int]:
         return dict(self.schedule.widths[0])
@@ -34,13 +43,28 @@ class ScheduledGrowth(Method):
     def rule(self, ctx: GrowthContext) -> Rule:
         raise NotImplementedError
 
+    def prepare(self, model) -> None:
+        pass
+
+    def after_growth(self, ctx: GrowthContext) -> None:
+        pass
+
+    def optimizer_policy(self) -> str:
+        policy = self.spec.growth.optimizer
+        return self.ORIGINAL_OPTIMIZER if policy == "method" else policy
+
     def before_epoch(self, ctx: GrowthContext) -> GrowthEvent | None:
         self.epoch = ctx.epoch
+        self.prepare(ctx.model)
         if ctx.epoch not in self.schedule.growth_epochs:
             return None
         stage = self.schedule.stage_at(ctx.epoch)
-        grow_model(ctx.model, self.schedule.widths[stage], self.rule(ctx), stage)
-        return GrowthEvent(extra_flops=0, optimizer_policy=self.spec.growth.optimizer, info={"stage": stage})
+        self.target, self.extra_flops, self.info = dict(self.schedule.widths[stage]), 0, {}
+        grow_model(ctx.model, self.target, self.rule(ctx), stage)
+        self.after_growth(ctx)
+        policy = self.optimizer_policy()
+        return GrowthEvent(extra_flops=self.extra_flops, optimizer_policy=policy,
+                           info={"stage": stage, "optimizer": policy, "extra_flops": self.extra_flops, **self.info})
 
     def batch_size(self, epoch: int) -> int:
         return self.batches[epoch]

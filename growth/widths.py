@@ -13,6 +13,9 @@ receive groups and edit each member according to its role:
   gather_in  a parameter-free channel gather (ResNet option-A shortcut): its ``src`` map
              holds indices into this group
   gather_out the same gather: its output has one entry per channel of this group
+  act        a parameter-free ReLU module acting on the group's channels (no tensor dims); the
+             first ``act`` of a simple producer/consumer pair is the producer units' nonlinearity,
+             where the gradient growers (baselines/) read pre-activations and gradients
 
 ``check_width_structure`` proves a declaration complete: every dimension of every conv,
 linear and BN tensor that is not fixed by the data (RGB inputs, classes) belongs to exactly
@@ -24,7 +27,7 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-ROLES = ("out", "in", "bn", "depthwise", "gather_in", "gather_out")
+ROLES = ("out", "in", "bn", "depthwise", "gather_in", "gather_out", "act")
 
 
 @dataclass(frozen=True)
@@ -92,8 +95,8 @@ def _dims_of(module: nn.Module, role: str, span: int) -> list[tuple[str, int, in
         return [("weight", 0, 1)] + ([("bias", 0, 1)] if module.bias is not None else [])
     if role == "gather_out":
         return [("src", 0, 1)]
-    if role == "gather_in":
-        return []  # the src *values* index this group; checked separately
+    if role in ("gather_in", "act"):
+        return []  # gather_in: the src *values* index this group, checked separately; act: no tensors
     raise ValueError(role)
 
 

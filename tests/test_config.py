@@ -49,6 +49,16 @@ def test_hash_is_canonical():
     assert run_id(a).startswith("large-resnet20-cifar10-s0-")
 
 
+def test_hash_ignores_fields_at_their_defaults():
+    """A new option with a default must not change the ids of the runs made before it existed."""
+    import bench.config as cfg
+
+    a = make_spec("smoke", **{"growth.split_eps": 0.02})
+    d = cfg._changed(spec_to_dict(a), spec_to_dict(RunSpec()))
+    assert d["growth"]["split_eps"] == 0.02 and "firefly_eps" not in d["growth"] and "lr" in d
+    assert config_hash(make_spec("smoke", **{"growth.split_eps": 1e-2})) == config_hash(make_spec("smoke"))
+
+
 def test_spec_is_frozen():
     with pytest.raises(Exception):
         RunSpec().epochs = 3

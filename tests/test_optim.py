@@ -83,10 +83,11 @@ def test_rebuilt_optimizer_updates_the_new_tensors(policy):
     assert torch.equal(new_weight, live)
 
 
-def test_unchanged_parameters_keep_their_state_object():
+def test_unchanged_parameters_keep_their_state_object_unless_reset():
     model = nn.Linear(3, 2)
     opt = SGD(model.parameters(), lr=0.1, momentum=0.9)
     model(torch.randn(4, 3)).sum().backward()
     opt.step()
     new = rebuild_optimizer(opt, dict(model.named_parameters()), model)
     assert new.state[model.weight] is opt.state[model.weight]
+    assert model.weight not in rebuild_optimizer(opt, dict(model.named_parameters()), model, "reset").state

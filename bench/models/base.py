@@ -79,6 +79,12 @@ class WidthModel(nn.Module):
             self._gb.add(cout, path, "out")
         return layer
 
+    def relu(self, path: str, group: str | None, inplace: bool = False) -> "ReLU":
+        """A ReLU module on ``group``'s channels (None: not declared, e.g. after a residual add)."""
+        if group is not None:
+            self._gb.add(group, path, "act")
+        return ReLU(inplace)
+
     def gather(self, path: str, cin: str, cout: str, stride: int) -> "GatherShortcut":
         self._gb.add(cin, path, "gather_in")
         self._gb.add(cout, path, "gather_out")
@@ -98,6 +104,13 @@ class WidthModel(nn.Module):
     def fixed_dims(self) -> dict[tuple[str, str, int], int]:
         return dict(self._fixed)
 
+    def set_relu_grad_at_zero(self, on: bool) -> None:
+        """Give every ReLU of the model derivative 1 at exactly 0 (forward unchanged): GradMax's
+        zero-fan-in units sit at 0 and would otherwise never receive a gradient (baselines.md 2.3)."""
+        for m in self.modules():
+            if isinstance(m, ReLU):
+                m.grad_at_zero = on
+
     def init_weights(self) -> None:
         """Kaiming-normal (fan-in, ReLU gain) for convs and hidden linears; N(0, 1/fan_in) for the
         classifier; BN gamma 1, beta 0. paper.md 2.3: the thin network uses the same rule as growth."""
@@ -112,6 +125,26 @@ class WidthModel(nn.Module):
             elif isinstance(m, nn.modules.batchnorm._BatchNorm):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+
+
+NEAR_ZERO = 1e-30  # ReLU with derivative 1 at 0: threshold's backward passes where x > -NEAR_ZERO
+
+
+class ReLU(nn.Module):
+    """ReLU as a module, so probes can hook it and GradMax can switch its derivative at 0 to 1
+    (PyTorch's is 0, torch.clamp_min's too). The switched form is F.threshold(x, -1e-30, 0): the
+    same kernels as ReLU, forward different only for x in (-1e-30, 0); never in place, because the
+    in-place backward reads the output and would pass gradients of negative inputs."""
+
+    def __init__(self, inplace: bool = False):
+        super().__init__()
+        self.inplace = inplace
+        self.grad_at_zero = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.grad_at_zero:
+            return F.threshold(x, -NEAR_ZERO, 0.0)
+        return F.relu(x, inplace=self.inplace)
 
 
 class GatherShortcut(nn.Module):

@@ -15,10 +15,12 @@ class MLP(WidthModel):
     def __init__(self, widths, num_classes=10, image_size=32):
         super().__init__(widths, num_classes)
         self.fc1 = self.linear("fc1", None, "h1", in_features=3 * image_size * image_size)
+        self.act1 = self.relu("act1", "h1")
         self.fc2 = self.linear("fc2", "h1", "h2")
+        self.act2 = self.relu("act2", "h2")
         self.classifier = self.linear("classifier", "h2", None)
         self.init_weights()
 
     def forward(self, x):
-        x = self.fc1(x.flatten(1)).relu()
-        return self.classifier(self.fc2(x).relu())
+        x = self.act1(self.fc1(x.flatten(1)))
+        return self.classifier(self.act2(self.fc2(x)))

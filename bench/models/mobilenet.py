@@ -17,13 +17,13 @@ BLOCKS = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),
 
 
 class DepthwiseSeparable(nn.Module):
-    def __init__(self, dw, dw_bn, pw, pw_bn):
+    def __init__(self, dw, dw_bn, dw_act, pw, pw_bn, pw_act):
         super().__init__()
-        self.dw, self.dw_bn, self.pw, self.pw_bn = dw, dw_bn, pw, pw_bn
+        self.dw, self.dw_bn, self.dw_act, self.pw, self.pw_bn, self.pw_act = dw, dw_bn, dw_act, pw, pw_bn, pw_act
 
     def forward(self, x):
-        x = F.relu(self.dw_bn(self.dw(x)))
-        return F.relu(self.pw_bn(self.pw(x)))
+        x = self.dw_act(self.dw_bn(self.dw(x)))
+        return self.pw_act(self.pw_bn(self.pw(x)))
 
 
 class MobileNetV1(WidthModel):
@@ -38,18 +38,19 @@ class MobileNetV1(WidthModel):
         super().__init__(widths, num_classes)
         self.stem = self.conv("stem", RGB, "c0", 3, self.STEM_STRIDE)
         self.stem_bn = self.bn("stem_bn", "c0")
+        self.stem_act = self.relu("stem_act", "c0")
         blocks = []
         for i, (_, stride) in enumerate(BLOCKS):
             p, g_in, g_out = f"blocks.{i}", f"c{i}", f"c{i + 1}"
             blocks.append(DepthwiseSeparable(
-                self.depthwise(f"{p}.dw", g_in, 3, stride), self.bn(f"{p}.dw_bn", g_in),
-                self.conv(f"{p}.pw", g_in, g_out, 1), self.bn(f"{p}.pw_bn", g_out)))
+                self.depthwise(f"{p}.dw", g_in, 3, stride), self.bn(f"{p}.dw_bn", g_in), self.relu(f"{p}.dw_act", g_in),
+                self.conv(f"{p}.pw", g_in, g_out, 1), self.bn(f"{p}.pw_bn", g_out), self.relu(f"{p}.pw_act", g_out)))
         self.blocks = nn.Sequential(*blocks)
         self.classifier = self.linear("classifier", f"c{len(BLOCKS)}", None)
         self.init_weights()
 
     def forward(self, x):
-        x = F.relu(self.stem_bn(self.stem(x)))
+        x = self.stem_act(self.stem_bn(self.stem(x)))
         x = F.adaptive_avg_pool2d(self.blocks(x), 1).flatten(1)
         return self.classifier(x)
 

@@ -14,15 +14,15 @@ from .base import RGB, WidthModel
 
 
 class BasicBlock(nn.Module):
-    def __init__(self, conv1, bn1, conv2, bn2, shortcut=None):
+    def __init__(self, conv1, bn1, act1, conv2, bn2, act2, shortcut=None):
         super().__init__()
-        self.conv1, self.bn1, self.conv2, self.bn2 = conv1, bn1, conv2, bn2
+        self.conv1, self.bn1, self.act1, self.conv2, self.bn2, self.act2 = conv1, bn1, act1, conv2, bn2, act2
         self.shortcut = shortcut  # None: identity
 
     def forward(self, x):
-        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.act1(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        return F.relu(out + (x if self.shortcut is None else self.shortcut(x)))
+        return self.act2(out + (x if self.shortcut is None else self.shortcut(x)))
 
 
 class Projection(nn.Sequential):
@@ -35,6 +35,7 @@ class CifarResNet(WidthModel):
         n_stages = len(blocks_per_stage)
         self.stem = self.conv("stem", RGB, "s1", 3)
         self.stem_bn = self.bn("stem_bn", "s1")
+        self.stem_act = self.relu("stem_act", "s1")
         blocks, b = [], 0
         for stage in range(n_stages):
             s_in = f"s{max(stage, 1)}"
@@ -46,6 +47,7 @@ class CifarResNet(WidthModel):
                 p, mid = f"blocks.{b}", f"b{b}.mid"
                 conv1 = self.conv(f"{p}.conv1", src, mid, 3, stride)
                 bn1 = self.bn(f"{p}.bn1", mid)
+                act1 = self.relu(f"{p}.act1", mid)
                 conv2 = self.conv(f"{p}.conv2", mid, s_out, 3)
                 bn2 = self.bn(f"{p}.bn2", s_out)
                 shortcut = None
@@ -54,14 +56,14 @@ class CifarResNet(WidthModel):
                 elif first:
                     shortcut = Projection(self.conv(f"{p}.shortcut.0", src, s_out, 1, stride, 0),
                                           self.bn(f"{p}.shortcut.1", s_out))
-                blocks.append(BasicBlock(conv1, bn1, conv2, bn2, shortcut))
+                blocks.append(BasicBlock(conv1, bn1, act1, conv2, bn2, self.relu(f"{p}.act2", None), shortcut))
                 b += 1
         self.blocks = nn.Sequential(*blocks)
         self.classifier = self.linear("classifier", f"s{n_stages}", None)
         self.init_weights()
 
     def forward(self, x):
-        x = F.relu(self.stem_bn(self.stem(x)))
+        x = self.stem_act(self.stem_bn(self.stem(x)))
         x = self.blocks(x)
         x = F.adaptive_avg_pool2d(x, 1).flatten(1)
         return self.classifier(x)

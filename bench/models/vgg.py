@@ -26,7 +26,7 @@ class VGG11(WidthModel):
                 continue
             g = f"c{i}"
             layers += [self.conv(f"features.{len(layers)}", prev, g, 3),
-                       self.bn(f"features.{len(layers) + 1}", g), nn.ReLU(inplace=True)]
+                       self.bn(f"features.{len(layers) + 1}", g), self.relu(f"features.{len(layers) + 2}", g, inplace=True)]
             prev, i = g, i + 1
         self.features = nn.Sequential(*layers)
         # flatten: each channel owns size*size consecutive input columns of the classifier

@@ -1,0 +1,200 @@
+"""Firefly (Wu et al., NeurIPS 2020) and the simplified Firefly of GradMax's code; baselines.md 3.
+
+firefly (full), for each simple pair growing by k units, all pairs at once:
+    candidates: every old unit i split into theta_i +- delta_i (delta ~ U(-0.1, 0.1))
+                k new units, fan-in V ~ N(0, 0.1^2), fan-out Z ~ U(-0.01, 0.01)
+    each candidate's effect enters through a gate at 0, so the network's output is unchanged and
+    dL/d(gate) is the first-order loss change of switching it on:
+        split i:  1/2 delta_i^T S_i delta_i    (S_i the splitting matrix, softplus(3) surrogate)
+        new j:    <Z_j, sum U (x) T(relu(X V_j))>
+    optimise all delta, V, Z to lower the summed gate scores      (firefly_epochs; RMSprop lr 1e-3,
+        momentum 0.1, alpha 0.9; every candidate kept at its initial norm: the penalties' role)
+    score: average the gate scores over firefly_score_epochs of fresh batches
+    select per pair the k lowest scores (the common schedule fixes each pair's width)
+    apply, with step eps (firefly_eps): split i -> theta_i +- eps delta_i, fan-out halved, BN copied;
+           new j -> fan-in V_j, fan-out eps Z_j, BN 1/0 (the output moves by O(eps));
+    re-estimate BN statistics on firefly_bn_batches batches (new units start at mean 0, var 1)
+    optimizer: reset (the original re-creates it after every growth)
+
+firefly_simple (growneuron's AddFirefly: Eq. 4 of the paper "without extra candidates and splitting"):
+    new units: fan-in random at 1e-3 x mean old fan-in norm, fan-out random at 0.5 x mean old
+    fan-out norm; then firefly_simple_steps Adam steps on the loss of one batch of gradmax_samples,
+    gradients masked to the new units' weights, each step renormalising them to their initial norms
+    optimizer: carried
+
+Probes and candidate passes run in eval mode (BN running statistics), so they change no state.
+Residual streams grow by VT pairing without rescaling.
+"""
+from __future__ import annotations
+
+from itertools import islice
+
+import torch
+import torch.nn.functional as F
+
+from bench.methods import register
+from growth.grower import (
+    PairGrower,
+    fan_in_norms,
+    fan_out_norms,
+    fan_out_size,
+    reestimate_bn,
+    unit_columns,
+)
+from growth.pairs import PairGrowth
+from growth.signal import (
+    consumer_response,
+    fan_out_layout,
+    patches,
+    probe,
+    split_products,
+    split_weights,
+    take,
+)
+
+RMSPROP = dict(lr=1e-3, momentum=0.1, alpha=0.9)  # the optimiser of the candidates (klightz/Firefly)
+
+
+def _renorm(t: torch.Tensor, norms: torch.Tensor) -> None:
+    """Columns of t back to ``norms``, in place."""
+    t.mul_(norms / t.norm(dim=0).clamp_min(1e-12))
+
+
+@register("firefly")
+class Firefly(PairGrower):
+    ORIGINAL_OPTIMIZER = "reset"
+
+    def grow_pairs(self, ctx, pairs, tally):
+        gs, model, gen = self.spec.growth, ctx.model, ctx.generator
+        modules = dict(model.named_modules())
+        cands = {}
+        for g, pair in pairs.items():
+            producer, consumer = modules[pair.producer], modules[pair.consumer]
+            d, n, k = producer.weight[0].numel(), model.widths[g], self.target[g] - model.widths[g]
+            r = fan_out_size(consumer, pair.span)
+            cands[g] = {"delta": (torch.rand(d, n, generator=gen) * 0.2 - 0.1),
+                        "v": torch.randn(d, k, generator=gen) * 0.1,
+                        "z": torch.rand(r, k, generator=gen) * 0.02 - 0.01}
+        for c in cands.values():
+            for key in c:
+                c[key] = c[key].to(ctx.device).requires_grad_()
+        params = [t for c in cands.values() for t in c.values()]
+        norms = [p.detach().norm(dim=0) for p in params]
+        opt = torch.optim.RMSprop(params, **RMSPROP)
+        batches = self.stream(ctx)
+
+        def scores(caps, c, pair):
+            x, w = split_weights(pair, modules, caps)
+            split = 0.5 * (c["delta"] * split_products(x, w, c["delta"], tally)).sum(0)
+            t = patches(modules[pair.producer], caps.h)
+            acts = F.relu(torch.einsum("nd...,dk->nk...", t, c["v"]))
+            tally.flops += 2 * t.numel() * c["v"].shape[1]
+            new = (c["z"] * consumer_response(pair, modules, caps, acts, tally)).sum(0)
+            return split, new
+
+        n_opt = self.steps(ctx, gs.firefly_epochs)
+        for caps in probe(model, self.charged(ctx, islice(batches, n_opt)), pairs, acts=True, autocast=ctx.autocast):
+            opt.zero_grad()
+            before = tally.flops
+            loss = sum(torch.cat(scores(caps[g], cands[g], pair)).sum() for g, pair in pairs.items())
+            loss.backward()
+            tally.flops += 2 * (tally.flops - before)  # the backward of the candidate products: 2x forward
+            opt.step()
+            with torch.no_grad():
+                for p, nrm in zip(params, norms):
+                    _renorm(p, nrm)
+
+        totals = {g: None for g in pairs}
+        n_score = self.steps(ctx, gs.firefly_score_epochs)
+        for caps in probe(model, self.charged(ctx, islice(batches, n_score)), pairs, acts=True, autocast=ctx.autocast):
+            with torch.no_grad():
+                for g, pair in pairs.items():
+                    s = torch.cat(scores(caps[g], cands[g], pair))
+                    totals[g] = s if totals[g] is None else totals[g] + s
+        growths = {}
+        chosen = {}
+        for g, pair in pairs.items():
+            n, k = model.widths[g], self.target[g] - model.widths[g]
+            best = torch.argsort(totals[g])[:k].cpu()
+            split, new = best[best < n], best[best >= n] - n
+            producer, consumer = modules[pair.producer], modules[pair.consumer]
+            c = {key: t.detach().cpu() for key, t in cands[g].items()}
+            eps = gs.firefly_eps
+            growths[g] = PairGrowth(fan_in=c["v"][:, new].t().reshape(len(new), *producer.weight.shape[1:]),
+                                    fan_out=fan_out_layout(eps * c["z"][:, new], consumer, pair.span),
+                                    split=split, delta=eps * c["delta"].t().reshape(n, *producer.weight.shape[1:]))
+            chosen[g] = {"split": len(split), "new": len(new)}
+        self.info["chosen"] = chosen
+        return growths
+
+    def after_growth(self, ctx):
+        n = self.spec.growth.firefly_bn_batches
+        if n:
+            reestimate_bn(ctx.model, self.charged(ctx, islice(self.stream(ctx), n), train=False), ctx.autocast)
+
+
+@register("firefly_simple")
+class FireflySimple(PairGrower):
+    ORIGINAL_OPTIMIZER = "carry"
+    pairs: dict = {}
+    EPSILON = 1e-3  # new fan-in at this fraction of the mean old fan-in norm (growneuron's 0 divides by 0)
+    ADAM = (0.9, 0.999, 1e-8)
+
+    def grow_pairs(self, ctx, pairs, tally):
+        model, gen = ctx.model, ctx.generator
+        modules = dict(model.named_modules())
+        growths = {}
+        for g, pair in pairs.items():
+            producer, consumer = modules[pair.producer], modules[pair.consumer]
+            old, k = model.widths[g], self.target[g] - model.widths[g]
+            v = unit_columns(torch.randn(producer.weight[0].numel(), k, generator=gen))
+            v *= self.EPSILON * float(fan_in_norms(producer).mean())
+            z = unit_columns(torch.randn(fan_out_size(consumer, pair.span), k, generator=gen)) * 0.5 * float(fan_out_norms(consumer, old, pair.span).mean())
+            growths[g] = PairGrowth(fan_in=v.t().reshape(k, *producer.weight.shape[1:]),
+                                    fan_out=fan_out_layout(z, consumer, pair.span))
+        self.pairs, self.old = pairs, {g: model.widths[g] for g in pairs}
+        return growths
+
+    def after_growth(self, ctx):
+        """Adam on the new units' fan-in rows and fan-out columns only, renormalised every step."""
+        model, gs = ctx.model, self.spec.growth
+        if not self.pairs or not gs.firefly_simple_steps:
+            return
+        modules = dict(model.named_modules())
+        blocks = []  # (weight, view with units on dim 0 or 1, unit dim, initial norms)
+        for g, pair in self.pairs.items():
+            new = slice(self.old[g], model.widths[g])
+            w_p, w_c = modules[pair.producer].weight, modules[pair.consumer].weight
+            c = model.widths[g]
+            blocks.append((w_p, lambda t, new=new: t.view(t.shape[0], -1)[new], 1))  # rows: fan-in
+            blocks.append((w_c, lambda t, new=new, c=c: t.view(t.shape[0], c, -1)[:, new], (0, 2)))  # columns
+        weights = [b[0] for b in blocks]
+        masks = [torch.zeros_like(w, dtype=torch.bool) for w in weights]
+        norms = []
+        for (w, view, dims), mask in zip(blocks, masks):
+            view(mask).fill_(True)
+            norms.append(view(w.detach()).pow(2).sum(dims).sqrt())
+        m = [torch.zeros_like(w) for w in weights]
+        v = [torch.zeros_like(w) for w in weights]
+        (b1, b2, eps), lr = self.ADAM, gs.firefly_simple_lr
+        x, y = take(ctx.batches(), gs.gradmax_samples)
+        was_training = model.training
+        model.eval()
+        for step in range(1, gs.firefly_simple_steps + 1):
+            self.charge(ctx, x)
+            with ctx.autocast():
+                loss = F.cross_entropy(model(x).float(), y)
+            grads = torch.autograd.grad(loss, weights)
+            with torch.no_grad():
+                for i, (w, gr) in enumerate(zip(weights, grads)):
+                    gr = gr * masks[i]
+                    m[i].mul_(b1).add_(gr, alpha=1 - b1)
+                    v[i].mul_(b2).addcmul_(gr, gr, value=1 - b2)
+                    w.sub_(lr * (m[i] / (1 - b1 ** step)) / ((v[i] / (1 - b2 ** step)).sqrt() + eps) * masks[i])
+                for (w, view, dims), nrm in zip(blocks, norms):
+                    block = view(w)
+                    shape = [1] * block.dim()
+                    unit_dim = 0 if dims == 1 else 1
+                    shape[unit_dim] = -1
+                    block.mul_((nrm / block.pow(2).sum(dims).sqrt().clamp_min(1e-12)).view(shape))
+        model.train(was_training)

@@ -1,0 +1,126 @@
+"""Splitting steepest descent (Liu, Wu, Wang, NeurIPS 2019), fast Rayleigh-quotient variant
+(Wang et al. 2019); baselines.md 4.
+
+    for each simple pair growing by k units, all pairs at once:
+        S_i = E[ dL/da_i * sigma''(z_i) * c_i^2 * x x^T ]     splitting matrix of unit i (softplus(3)
+                                                             surrogate for ReLU's sigma''; c_i the
+                                                             eval-mode BN scale after the producer)
+        descend R(v_i) = v_i^T S_i v_i / v_i^T v_i           RMSprop (lr 1e-3, momentum 0.1, alpha 0.9),
+                                                             v_i renormalised each step; one backward
+                                                             per batch gives S_i v_i for every i
+                                                             (split_epochs epochs of batches)
+        lambda_i = average of R(v_i) over split_score_batches batches
+        split the k units of lowest lambda_i (cyclically if k exceeds the units; a unit picked m times
+        becomes m + 1 children): theta_i +- eps * v_i, fan-out shared equally, BN entries copied
+    residual streams: VT pairing without rescaling
+    optimizer: reset (the original re-creates it after every split round)
+
+``split_variant: exact`` replaces the descent by the exact eigen-solve of every S_i averaged over
+the scoring batches (memory units x D^2, work N*P*units*D^2 per batch: MLPs and small convs; a
+layer past EXACT_MAX_BYTES is refused with its size). The tests check the fast variant against it. Splitting helps only where lambda_min < 0; the
+number of negative lambdas among the chosen units is logged per growth.
+"""
+from __future__ import annotations
+
+from itertools import islice
+
+import torch
+
+from bench.methods import register
+from growth.grower import PairGrower, unit_columns
+from growth.pairs import PairGrowth
+from growth.signal import probe, split_matrices, split_products, split_weights
+
+RMSPROP = dict(lr=1e-3, momentum=0.1, alpha=0.9)  # klightz/Firefly's splitting optimiser
+EXACT_MAX_BYTES = 2 ** 27  # the exact variant's S_i of one layer, float32 (its work grows as D^2 too)
+
+
+def rayleigh_grad(v: torch.Tensor, sv: torch.Tensor) -> torch.Tensor:
+    """d/dv of v^T S v / v^T v for every column: 2 (Sv |v|^2 - v v^T S v) / |v|^4."""
+    nn_ = (v * v).sum(0)
+    return 2 * (sv * nn_ - v * (v * sv).sum(0)) / nn_ ** 2
+
+
+def exact_min_eigen_of(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(lambda_min [units], v_min [D, units]) of splitting matrices s [units, D, D]."""
+    vals, vecs = torch.linalg.eigh(s.double())  # float64: S_i is often near-singular
+    return vals[:, 0].to(s.dtype), vecs[:, :, 0].t().to(s.dtype)
+
+
+def exact_min_eigen(x: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return exact_min_eigen_of(split_matrices(x, w))
+
+
+@register("splitting")
+class Splitting(PairGrower):
+    ORIGINAL_OPTIMIZER = "reset"
+
+    def grow_pairs(self, ctx, pairs, tally):
+        gs, model = self.spec.growth, ctx.model
+        modules = dict(model.named_modules())
+        batches = self.stream(ctx)
+        if gs.split_variant == "exact":
+            lam, vs = self.exact(ctx, pairs, modules, batches, tally)
+        else:
+            lam, vs = self.fast(ctx, pairs, modules, batches, tally)
+        growths, negative = {}, {}
+        for g, pair in pairs.items():
+            units, k = model.widths[g], self.target[g] - model.widths[g]
+            order = torch.argsort(lam[g]).cpu()
+            picks = order[torch.arange(k) % units]
+            negative[g] = int((lam[g][order[:min(k, units)]] < 0).sum())
+            producer = modules[pair.producer]
+            delta = gs.split_eps * vs[g].t().cpu().reshape(units, *producer.weight.shape[1:])
+            consumer = modules[pair.consumer]
+            growths[g] = PairGrowth(fan_in=torch.zeros(0, *producer.weight.shape[1:]),
+                                    fan_out=consumer.weight.new_zeros(consumer.weight.shape[0], 0,
+                                                                      *consumer.weight.shape[2:]).cpu(),
+                                    split=picks, delta=delta)
+        self.info["negative_lambda"] = negative
+        return growths
+
+    def fast(self, ctx, pairs, modules, batches, tally):
+        """Rayleigh-quotient descent of one direction per unit, then its averaged quotient."""
+        gs, model = self.spec.growth, ctx.model
+        vs = {g: unit_columns(torch.randn(modules[p.producer].weight[0].numel(), model.widths[g],
+                                          generator=ctx.generator)).to(ctx.device) for g, p in pairs.items()}
+        opt = torch.optim.RMSprop(list(vs.values()), **RMSPROP)
+        for caps in probe(model, self.charged(ctx, islice(batches, self.steps(ctx, gs.split_epochs))), pairs,
+                          acts=True, autocast=ctx.autocast):
+            for g, pair in pairs.items():
+                x, w = split_weights(pair, modules, caps[g])
+                vs[g].grad = rayleigh_grad(vs[g], split_products(x, w, vs[g], tally))
+            opt.step()
+            for v in vs.values():
+                v.copy_(unit_columns(v))
+        lam, n = {g: 0.0 for g in pairs}, 0
+        for caps in probe(model, self.charged(ctx, islice(batches, gs.split_score_batches)), pairs, acts=True,
+                          autocast=ctx.autocast):
+            for g, pair in pairs.items():
+                x, w = split_weights(pair, modules, caps[g])
+                lam[g] = lam[g] + (vs[g] * split_products(x, w, vs[g], tally)).sum(0)
+            n += 1
+        return {g: v / n for g, v in lam.items()}, vs
+
+    def exact(self, ctx, pairs, modules, batches, tally):
+        """The eigen-solve of every unit's S_i, averaged over the scoring batches."""
+        gs, model = self.spec.growth, ctx.model
+        for g, p in pairs.items():
+            d = modules[p.producer].weight[0].numel()
+            need = model.widths[g] * d * d * 4
+            if need > EXACT_MAX_BYTES:
+                raise ValueError(f"split_variant exact: {p.producer} needs {need / 2**30:.1f} GiB of splitting "
+                                 f"matrices ({model.widths[g]} units x {d}^2); use split_variant fast")
+        sums, n = {g: 0.0 for g in pairs}, 0
+        for caps in probe(model, self.charged(ctx, islice(batches, gs.split_score_batches)), pairs, acts=True,
+                          autocast=ctx.autocast):
+            for g, pair in pairs.items():
+                x, w = split_weights(pair, modules, caps[g])
+                sums[g] = sums[g] + split_matrices(x, w)
+                tally.flops += 2 * x.shape[0] * w.shape[1] * x.shape[1] ** 2
+            n += 1
+        lam, vs = {}, {}
+        for g in pairs:
+            lam[g], vs[g] = exact_min_eigen_of(sums[g] / n)
+            tally.flops += 9 * sums[g].shape[0] * sums[g].shape[1] ** 3  # symmetric eigen-solve, vectors
+        return lam, vs
