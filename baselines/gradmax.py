@@ -58,7 +58,7 @@ class GradMax(PairGrower):
         gs = self.spec.growth
         batch = take(ctx.batches(), gs.gradmax_samples)
         self.charge(ctx, batch[0])
-        caps = next(iter(probe(ctx.model, [batch], pairs, autocast=ctx.autocast)))
+        (caps,) = probe(ctx.model, [batch], pairs, autocast=ctx.autocast)  # consumed: hooks removed
         modules = dict(ctx.model.named_modules())
         growths = {}
         for g, pair in pairs.items():
