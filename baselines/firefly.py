@@ -84,9 +84,9 @@ class Firefly(PairGrower):
         batches = self.stream(ctx)
 
         def scores(caps, c, pair):
-            x, w = split_weights(pair, modules, caps)
-            split = 0.5 * (c["delta"] * split_products(x, w, c["delta"], tally)).sum(0)
             t = patches(modules[pair.producer], caps.h)
+            x, w = split_weights(pair, modules, caps, t)
+            split = 0.5 * (c["delta"] * split_products(x, w, c["delta"], tally)).sum(0)
             acts = F.relu(torch.einsum("nd...,dk->nk...", t, c["v"]))
             tally.flops += 2 * t.numel() * c["v"].shape[1]
             new = (c["z"] * consumer_response(pair, modules, caps, acts, tally)).sum(0)

@@ -16,7 +16,7 @@ import torch
 
 from bench.methods import register
 from growth.method import ScheduledGrowth
-from growth.surgery import GroupPlan, Rule
+from growth.surgery import GroupPlan, Rule, replica_plan
 
 
 class Net2NetRule(Rule):
@@ -25,14 +25,7 @@ class Net2NetRule(Rule):
         self.noise = noise
 
     def plan(self, group: str, old: int, new: int) -> GroupPlan:
-        g = torch.cat([torch.arange(old), torch.randint(0, old, (new - old,), generator=self.generator)])
-        counts = torch.bincount(g, minlength=old)
-        copy = torch.zeros(new, dtype=torch.long)
-        seen = torch.zeros(old, dtype=torch.long)
-        for j, i in enumerate(g.tolist()):
-            copy[j] = seen[i]
-            seen[i] += 1
-        return GroupPlan(old, new, 0, g, 1.0 / counts[g].float(), copy)
+        return replica_plan(old, torch.randint(0, old, (new - old,), generator=self.generator))
 
     def finalize(self, layer, module, weight, plans, info):
         if not self.noise or info["out"] is None or info["depthwise"]:

@@ -71,11 +71,7 @@ class Splitting(PairGrower):
             negative[g] = int((lam[g][order[:min(k, units)]] < 0).sum())
             producer = modules[pair.producer]
             delta = gs.split_eps * vs[g].t().cpu().reshape(units, *producer.weight.shape[1:])
-            consumer = modules[pair.consumer]
-            growths[g] = PairGrowth(fan_in=torch.zeros(0, *producer.weight.shape[1:]),
-                                    fan_out=consumer.weight.new_zeros(consumer.weight.shape[0], 0,
-                                                                      *consumer.weight.shape[2:]).cpu(),
-                                    split=picks, delta=delta)
+            growths[g] = PairGrowth(split=picks, delta=delta)
         self.info["negative_lambda"] = negative
         return growths
 

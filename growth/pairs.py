@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from growth.surgery import GroupPlan, Rule
+from growth.surgery import GroupPlan, Rule, replica_plan
 from growth.vt import VarianceTransfer
 
 
@@ -61,26 +61,17 @@ def simple_pairs(model: nn.Module) -> dict[str, Pair]:
 
 @dataclass
 class PairGrowth:
-    fan_in: torch.Tensor
-    fan_out: torch.Tensor
+    fan_in: torch.Tensor | None = None  # None: no new units
+    fan_out: torch.Tensor | None = None
     split: torch.Tensor | None = None  # long
     delta: torch.Tensor | None = None
 
     def plan(self, old: int, new: int) -> GroupPlan:
         split = torch.sort(self.split).values if self.split is not None else torch.zeros(0, dtype=torch.long)
-        n_new = self.fan_in.shape[0]
+        n_new = 0 if self.fan_in is None else self.fan_in.shape[0]
         if len(split) + n_new != new - old:
             raise ValueError(f"pair growth adds {len(split)} splits + {n_new} new units, the schedule asks {new - old}")
-        src = torch.cat([torch.arange(old), split, torch.arange(old, old + n_new)])
-        counts = torch.bincount(src[:old + len(split)], minlength=old)
-        copy = torch.zeros(new, dtype=torch.long)
-        seen = torch.zeros(old, dtype=torch.long)
-        for j, i in enumerate(src[:old + len(split)].tolist()):
-            copy[j] = seen[i]
-            seen[i] += 1
-        scale = torch.ones(new)
-        scale[:old + len(split)] = 1.0 / counts[src[:old + len(split)]].float()
-        return GroupPlan(old, new, n_new, src, scale, copy)
+        return replica_plan(old, split, n_new)
 
     def offsets(self, plan: GroupPlan) -> torch.Tensor:
         """Sign of the split offset of every new-index channel: +1, -1 alternately over a unit's
@@ -121,6 +112,8 @@ class PairRule(Rule):
             return self.stream.fresh(layer, module, part, shape, info, plans)
         if part == "depthwise":
             return delta_filter(shape)
+        if pg.fan_in is None:  # splits only: the fresh blocks are empty
+            return torch.zeros(shape)
         if part == "cols":
             return pg.fan_out.reshape(shape).float()
         rows = torch.zeros(shape[0], shape[1], *pg.fan_in.shape[2:])  # fresh inputs get 0

@@ -218,9 +218,11 @@ def bn_scale(pair: Pair, modules: dict[str, nn.Module], n: int, device) -> torch
     return (bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)).float()
 
 
-def split_weights(pair: Pair, modules: dict[str, nn.Module], cap: Captured) -> tuple[torch.Tensor, torch.Tensor]:
-    """(X [N*P, D], w [N*P, units]) with S_i = X^T diag(w[:, i]) X."""
-    x = patches(modules[pair.producer], cap.h)
+def split_weights(pair: Pair, modules: dict[str, nn.Module], cap: Captured,
+                  x: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(X [N*P, D], w [N*P, units]) with S_i = X^T diag(w[:, i]) X; ``x``: the producer's patches
+    if the caller has them already."""
+    x = patches(modules[pair.producer], cap.h) if x is None else x
     d = x.shape[1]
     x = x.reshape(x.shape[0], d, -1).permute(0, 2, 1).reshape(-1, d)
     units = cap.z.shape[1]

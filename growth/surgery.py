@@ -67,6 +67,23 @@ def paired_plan(old: int, new: int) -> GroupPlan:
     return GroupPlan(old, new, h, src, scale, copy)
 
 
+def replica_plan(old: int, replicas: torch.Tensor, n_fresh: int = 0) -> GroupPlan:
+    """Old channels, then copies of old channels (``replicas``: the source of each, in order), then
+    ``n_fresh`` fresh ones. Every copy of a channel, the original included, gets 1/(its copy count)
+    of the consumer column (Net2Net replication, split children)."""
+    src = torch.cat([torch.arange(old), replicas.long(), torch.arange(old, old + n_fresh)])
+    n_old_based = old + len(replicas)
+    counts = torch.bincount(src[:n_old_based], minlength=old)
+    copy = torch.zeros(len(src), dtype=torch.long)
+    seen = torch.zeros(old, dtype=torch.long)
+    for j, i in enumerate(src[:n_old_based].tolist()):
+        copy[j] = seen[i]
+        seen[i] += 1
+    scale = torch.ones(len(src))
+    scale[:n_old_based] = 1.0 / counts[src[:n_old_based]].float()
+    return GroupPlan(old, len(src), n_fresh, src, scale, copy)
+
+
 class Rule:
     """What a grower decides; the defaults give zero fresh weights, unit BN entries and no rescale."""
 
