@@ -1,4 +1,4 @@
-"""FLOPs per width configuration, counted by torch.utils.flop_counter on the meta device.
+"""FLOPs and activation elements per width configuration, counted on the meta device.
 
 Convention, written into every result: FLOPs = 2 per multiply-accumulate, counting the ops that
 FlopCounterMode counts (convolutions, linear layers, matmuls; forward and backward); BatchNorm,
@@ -46,3 +46,40 @@ def step_flops(arch: str, widths: dict[str, int], num_classes: int, image_size: 
                train: bool = True) -> int:
     """FLOPs of one training (or evaluation) step of ``arch`` at ``widths``; cached by widths."""
     return _cached(arch, tuple(widths.items()), num_classes, image_size, batch, train)
+
+
+def count_activations(model: torch.nn.Module, x: torch.Tensor) -> int:
+    """Elements written by the leaf modules (conv, BN, activation, pooling, linear) in one forward
+    pass of ``model`` on ``x``. A proxy for a step's memory traffic: the backward pass reads and writes
+    tensors of the same sizes, so when a step is bound by memory rather than arithmetic, its time
+    grows with this count (linear in width), not with FLOPs (quadratic in width)."""
+    total = 0
+
+    def add(module, inputs, output):
+        nonlocal total
+        total += output.numel()
+
+    leaves = [m for m in model.modules() if not any(True for _ in m.children())]
+    hooks = [m.register_forward_hook(add) for m in leaves]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return total
+
+
+@lru_cache(maxsize=4096)
+def _cached_activations(arch: str, widths: tuple[tuple[str, int], ...], num_classes: int, image_size: int) -> int:
+    from bench.models import build
+
+    with torch.device("meta"):
+        model = build(arch, num_classes=num_classes, widths=dict(widths), image_size=image_size)
+        x = torch.empty(1, 3, image_size, image_size)
+    return count_activations(model, x)
+
+
+def image_activations(arch: str, widths: dict[str, int], num_classes: int, image_size: int) -> int:
+    """Activation elements of one image's forward pass at ``widths`` (count_activations); cached."""
+    return _cached_activations(arch, tuple(widths.items()), num_classes, image_size)

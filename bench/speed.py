@@ -4,8 +4,13 @@ In one process, for an architecture and a growth schedule: the steady-state trai
 every stage width and at full width, measured interleaved (round r times every stage once, so
 drift on a shared machine hits all stages alike), after warm-up, as the minimum over rounds; on
 the CPU with one thread by default. From them, the predicted wall-clock of the grown run against
-the large run, beside the FLOP-ideal speed-up (the inverse of the training-cost fraction). Also
-the time of each growth step itself (surgery + optimizer rebuild) and of the first step after it.
+the large run, beside two ideals: the FLOP-ideal speed-up (the inverse of the training-cost
+fraction: every step's time proportional to its FLOPs) and the memory-bound ideal (the inverse of
+the activation fraction: every step's time proportional to the activation elements it writes, as
+on hardware bound by memory traffic, where narrow layers save linearly in width, not
+quadratically). Each stage's step time is shown beside its FLOP and activation shares of the full
+model's. Also the time of each growth step itself (surgery + optimizer rebuild) and of the first
+step after it.
 
     python -m bench speed --arch resnet20 --preset quick [--batch-adapt] [--json out.json]
 """
@@ -21,11 +26,12 @@ import torch.nn.functional as F
 
 from bench.config import RunSpec
 from bench.data import NUM_CLASSES, image_size
+from bench.flops import image_activations, step_flops
 from bench.models import build
 from bench.optim import SGD, rebuild_optimizer
-from bench.train import autocast, place, resolve_device, use_channels_last
+from bench.train import autocast, compile_model, place, resolve_device, use_channels_last
 from bench.timing import synchronize
-from growth.schedule import TRAIN_SIZE, batch_schedule, cost_fraction, make_schedule
+from growth.schedule import TRAIN_SIZE, activation_fraction, batch_schedule, cost_fraction, make_schedule
 from growth.surgery import grow_model
 from growth.vt import VarianceTransfer
 
@@ -42,9 +48,14 @@ class SpeedReport:
     steps_per_epoch: list[int]
     full_step_seconds: float
     full_steps_per_epoch: int
+    full_batch: int
     growth_seconds: list[float] = field(default_factory=list)  # surgery + optimizer rebuild, per growth
     first_step_seconds: list[float] = field(default_factory=list)  # the step right after each growth
     cost_fraction: float = 1.0
+    activation_fraction: float = 1.0
+    stage_flop_share: list[float] = field(default_factory=list)  # per-image FLOPs of a stage / the full model's
+    stage_activation_share: list[float] = field(default_factory=list)  # the same for activation elements
+    compile_seconds: list[float] = field(default_factory=list)  # per stage, with spec.compile: first step's seconds
 
     @property
     def grown_seconds(self) -> float:
@@ -63,10 +74,15 @@ class SpeedReport:
     def flop_ideal_speedup(self) -> float:
         return 1.0 / self.cost_fraction
 
+    @property
+    def memory_ideal_speedup(self) -> float:
+        return 1.0 / self.activation_fraction
+
     def as_dict(self) -> dict:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__}
         d.update(grown_seconds=self.grown_seconds, large_seconds=self.large_seconds, speedup=self.speedup,
-                 flop_ideal_speedup=self.flop_ideal_speedup, efficiency=self.speedup / self.flop_ideal_speedup)
+                 flop_ideal_speedup=self.flop_ideal_speedup, memory_ideal_speedup=self.memory_ideal_speedup,
+                 efficiency=self.speedup / self.flop_ideal_speedup)
         return d
 
 
@@ -111,10 +127,14 @@ def measure(spec: RunSpec, rounds: int = 5, steps: int = 10, warmup: int = 3, th
     models, opts, data = [], [], []
     for widths, b in zip(sched.widths, stage_batch):
         m = place(build(spec.arch, k, widths=widths, image_size=size), spec, device).train()
-        models.append(m)
         opts.append(SGD(m.parameters(), lr=1e-3, momentum=spec.momentum, weight_decay=spec.weight_decay))
+        models.append(compile_model(m, spec))  # with spec.compile: one compiled graph per stage width
         data.append(_batch(b, device, size, k, use_channels_last(spec, widths)))
-    for m, o, (x, y) in zip(models, opts, data):  # warm-up, off the clock
+    compile_s = []
+    for m, o, (x, y) in zip(models, opts, data):  # warm-up, off the clock; the first step compiles
+        first = _steps(m, o, x, y, spec, device, 1)
+        if spec.compile:
+            compile_s.append(first)
         _steps(m, o, x, y, spec, device, warmup)
     best = [float("inf")] * len(models)
     for _ in range(rounds):
@@ -139,10 +159,11 @@ def measure(spec: RunSpec, rounds: int = 5, steps: int = 10, warmup: int = 3, th
         growth_s.append(time.perf_counter() - t0)
         x, y = data[t]
         first_s.append(_steps(m, o, x, y, spec, device, 1))
-    full_b = spec.batch_size
+    full_b, full_w = spec.batch_size, sched.widths[-1]
     if stage_batch[-1] != full_b:  # the large run's batch differs from the last stage's: measure it too
-        full_t = min(_steps(models[-1], opts[-1], *_batch(full_b, device, size, k, use_channels_last(spec, sched.widths[-1])), spec, device,
-                            steps) for _ in range(rounds))
+        x, y = _batch(full_b, device, size, k, use_channels_last(spec, full_w))
+        _steps(models[-1], opts[-1], x, y, spec, device, warmup)  # warm-up (compiled: a new batch shape)
+        full_t = min(_steps(models[-1], opts[-1], x, y, spec, device, steps) for _ in range(rounds))
     else:
         full_t = best[-1]
     return SpeedReport(
@@ -150,21 +171,31 @@ def measure(spec: RunSpec, rounds: int = 5, steps: int = 10, warmup: int = 3, th
         threads=torch.get_num_threads(), stage_batch=stage_batch, stage_widths=[dict(w) for w in sched.widths],
         stage_step_seconds=best, stage_epochs=[e - s for s, e in zip(starts, ends)],
         steps_per_epoch=[n_train // b for b in stage_batch], full_step_seconds=full_t,
-        full_steps_per_epoch=n_train // full_b, growth_seconds=growth_s, first_step_seconds=first_s,
-        cost_fraction=cost_fraction(spec, sched))
+        full_steps_per_epoch=n_train // full_b, full_batch=full_b, growth_seconds=growth_s, first_step_seconds=first_s,
+        compile_seconds=compile_s, cost_fraction=cost_fraction(spec, sched), activation_fraction=activation_fraction(spec, sched),
+        stage_flop_share=[step_flops(spec.arch, w, k, size, 1) / step_flops(spec.arch, full_w, k, size, 1)
+                          for w in sched.widths],
+        stage_activation_share=[image_activations(spec.arch, w, k, size) / image_activations(spec.arch, full_w, k, size)
+                                for w in sched.widths])
 
 
 def table(r: SpeedReport) -> str:
     lines = [f"{r.arch} on {r.device} ({r.threads} thread(s)); step time min over rounds",
-             "stage  epochs  batch  step_ms  steps/ep  rel_step_time"]
+             "stage  epochs  batch  step_ms  steps/ep  time/image vs full  FLOPs vs full  activations vs full"]
     for i, (e, b, t, s) in enumerate(zip(r.stage_epochs, r.stage_batch, r.stage_step_seconds, r.steps_per_epoch)):
-        lines.append(f"{i:5d}  {e:6d}  {b:5d}  {t * 1e3:7.2f}  {s:8d}  {t / r.full_step_seconds:.3f}")
+        per_image = (t / b) / (r.full_step_seconds / r.full_batch)
+        lines.append(f"{i:5d}  {e:6d}  {b:5d}  {t * 1e3:7.2f}  {s:8d}  {per_image:18.3f}  "
+                     f"{r.stage_flop_share[i]:13.3f}  {r.stage_activation_share[i]:19.3f}")
     lines.append(f"large: {r.full_step_seconds * 1e3:.2f} ms/step x {r.full_steps_per_epoch} steps")
+    if r.compile_seconds:
+        lines.append("compilation (first step per stage, s): " + ", ".join(f"{c:.1f}" for c in r.compile_seconds)
+                     + f"; {sum(r.compile_seconds):.1f} s in all, not in the predicted times")
     lines.append(f"growth steps: {sum(r.growth_seconds):.3f} s in all; first step after growth: "
                  f"{max(r.first_step_seconds, default=0) * 1e3:.1f} ms at most")
     lines.append(f"predicted: grown {r.grown_seconds:.1f} s, large {r.large_seconds:.1f} s -> speed-up "
                  f"{r.speedup:.3f}x; FLOP-ideal {r.flop_ideal_speedup:.3f}x (cost {r.cost_fraction:.4f}); "
-                 f"efficiency {r.speedup / r.flop_ideal_speedup:.3f}")
+                 f"efficiency {r.speedup / r.flop_ideal_speedup:.3f}; memory-bound ideal "
+                 f"{r.memory_ideal_speedup:.3f}x (activation fraction {r.activation_fraction:.4f})")
     return "\n".join(lines)
 
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass
 
-from bench.data import image_size
-from bench.flops import step_flops
+from bench.data import NUM_CLASSES, image_size
+from bench.flops import image_activations, step_flops
 from bench.models import scaled_widths
 
 TRAIN_SIZE = {"cifar10": 50_000, "cifar100": 50_000, "imagenet": 1_281_167}
@@ -105,8 +105,6 @@ def batch_schedule(spec, schedule: Schedule) -> list[int]:
 
     if not spec.growth.batch_adapt:
         return [spec.batch_size] * spec.epochs
-    from bench.data import NUM_CLASSES
-
     k, s = NUM_CLASSES[spec.dataset], image_size(spec)
     full = step_flops(spec.arch, schedule.widths[-1], k, s, 1, train=False)
     return [adapted_batch(spec.batch_size, step_flops(spec.arch, schedule.widths_at(e), k, s, 1, train=False), full,
@@ -116,16 +114,26 @@ def batch_schedule(spec, schedule: Schedule) -> list[int]:
 def cost_fraction(spec, schedule: Schedule | None = None, n_train: int | None = None) -> float:
     """Training FLOPs of the grown run over those of the large model trained for the same epochs, with
     the loop's own accounting (steps of equal size, last partial batch dropped)."""
-    from bench.data import NUM_CLASSES
+    k, s = NUM_CLASSES[spec.dataset], image_size(spec)
+    return _fraction(spec, schedule, n_train, lambda widths, batch: step_flops(spec.arch, widths, k, s, batch))
 
+
+def activation_fraction(spec, schedule: Schedule | None = None, n_train: int | None = None) -> float:
+    """As ``cost_fraction``, with activation elements (bench/flops.py: count_activations) in place of
+    FLOPs: the grown run's cost relative to the large one's on hardware bound by memory traffic,
+    where a step's time scales with width rather than with width squared."""
+    k, s = NUM_CLASSES[spec.dataset], image_size(spec)
+    return _fraction(spec, schedule, n_train, lambda widths, batch: batch * image_activations(spec.arch, widths, k, s))
+
+
+def _fraction(spec, schedule: Schedule | None, n_train: int | None, step_cost) -> float:
+    """sum over the grown run's steps of ``step_cost(widths, batch)`` / the same for the large run."""
     schedule = schedule or make_schedule(spec)
     n = n_train or spec.train_subset or TRAIN_SIZE[spec.dataset]
-    k, s = NUM_CLASSES[spec.dataset], image_size(spec)
-    grown = sum((n // b) * step_flops(spec.arch, schedule.widths_at(e), k, s, b)
-                for e, b in enumerate(batch_schedule(spec, schedule)))
-    large = spec.epochs * (n // spec.batch_size) * step_flops(spec.arch, schedule.widths[-1], k, s, spec.batch_size)
+    grown = sum((n // b) * step_cost(schedule.widths_at(e), b) for e, b in enumerate(batch_schedule(spec, schedule)))
+    large = spec.epochs * (n // spec.batch_size) * step_cost(schedule.widths[-1], spec.batch_size)
     return grown / large
 
 
 __all__ = ["Schedule", "ScheduleError", "make_schedule", "stage_widths", "width_ladder", "round_even",
-           "cost_fraction", "batch_schedule", "growth_epochs"]
+           "cost_fraction", "activation_fraction", "batch_schedule", "growth_epochs"]

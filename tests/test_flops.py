@@ -1,8 +1,10 @@
 import pytest
 import torch
 
-from bench.flops import count_flops, step_flops
+from bench.config import make_spec
+from bench.flops import count_activations, count_flops, image_activations, step_flops
 from bench.models import ARCHS, build, default_image_size
+from growth.schedule import activation_fraction, cost_fraction, make_schedule
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -30,3 +32,30 @@ def test_resnet20_forward_macs_match_reference():
     """paper.md 8: ResNet-20 forward is 40.6 M MACs per image (conv + linear)."""
     f = step_flops("resnet20", build("resnet20").widths, 10, 32, 1, train=False)
     assert abs(f / 2 / 1e6 - 40.6) < 0.2
+
+
+def test_activation_count_by_hand_and_on_the_meta_device():
+    """MLP: fc1, act1 write h1 elements each, fc2, act2 h2 each, the classifier 10; per image."""
+    model = build("mlp", num_classes=10, widths={"h1": 24, "h2": 40})
+    assert count_activations(model, torch.randn(3, 3, 32, 32)) == 3 * (2 * 24 + 2 * 40 + 10)
+    assert image_activations("mlp", {"h1": 24, "h2": 40}, 10, 32) == 2 * 24 + 2 * 40 + 10
+
+
+@pytest.mark.parametrize("arch", ["resnet20", "vgg11", "mobilenet_v1"])
+def test_activations_are_linear_in_width_where_flops_are_quadratic(arch):
+    """Halving every width halves every activation but the classifier's 10 logits; FLOPs fall ~4x."""
+    full = build(arch, num_classes=10).widths
+    half = {k: v // 2 for k, v in full.items()}
+    a_full, a_half = image_activations(arch, full, 10, 32), image_activations(arch, half, 10, 32)
+    assert a_half - 10 == (a_full - 10) // 2
+    assert step_flops(arch, half, 10, 32, 1) / step_flops(arch, full, 10, 32, 1) < 0.3
+
+
+def test_activation_fraction_weights_stages_by_epochs():
+    spec = make_spec("quick", method="full", arch="resnet20")
+    sched = make_schedule(spec)
+    full = image_activations("resnet20", sched.widths[-1], 10, 32)
+    by_hand = sum(image_activations("resnet20", sched.widths_at(e), 10, 32) for e in range(spec.epochs)) / (
+        spec.epochs * full)
+    assert activation_fraction(spec) == pytest.approx(by_hand, rel=1e-12)
+    assert cost_fraction(spec) < activation_fraction(spec) < 1  # narrow layers save more FLOPs than bytes

@@ -61,6 +61,28 @@ def test_smoke_run_writes_a_complete_result(tmp_path, cifar_dir):
     assert again == on_disk
 
 
+def test_compiled_run_compiles_every_stage_and_matches_eager(tmp_path, cifar_dir, monkeypatch):
+    """torch.compile across growth: each new width is a new graph; with Dynamo's recompile limit at 1
+    the second width would silently run eager, so compile_model must raise it. The compiled run
+    trains like the eager one (fp32: same losses up to reduction order) and reports its compile time."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    name = "recompile_limit" if hasattr(torch._dynamo.config, "recompile_limit") else "cache_size_limit"
+    monkeypatch.setattr(torch._dynamo.config, name, 1)
+    torch._dynamo.reset()
+    counters.clear()
+    kw = dict(arch="mlp", method="full", epochs=2)
+    compiled = run(_smoke(tmp_path / "c", cifar_dir, compile=True, **kw), progress=False, log=lambda *a: None)
+    assert counters["stats"]["unique_graphs"] == 2  # one graph per stage width, none dropped to eager
+    assert compiled["times"]["compile_seconds"] > 0 and compiled["mode"]["compile"] is True
+    eager = run(_smoke(tmp_path / "e", cifar_dir, **kw), progress=False, log=lambda *a: None)
+    assert [r["widths"] for r in compiled["epochs"]] == [r["widths"] for r in eager["epochs"]]
+    for c, e in zip(compiled["epochs"], eager["epochs"]):
+        assert c["train_loss"] == pytest.approx(e["train_loss"], rel=1e-4)
+    torch._dynamo.reset()
+
+
 def test_small_method_trains_the_start_width(tmp_path, cifar_dir):
     spec = _smoke(tmp_path, cifar_dir, method="small", epochs=1)
     result = run(spec, progress=False, log=lambda *a: None)
