@@ -59,7 +59,7 @@ def count_activations(model: torch.nn.Module, x: torch.Tensor) -> int:
         nonlocal total
         total += output.numel()
 
-    leaves = [m for m in model.modules() if not any(True for _ in m.children())]
+    leaves = [m for m in model.modules() if next(m.children(), None) is None]
     hooks = [m.register_forward_hook(add) for m in leaves]
     try:
         with torch.no_grad():

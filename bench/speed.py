@@ -12,7 +12,7 @@ quadratically). Each stage's step time is shown beside its FLOP and activation s
 model's. Also the time of each growth step itself (surgery + optimizer rebuild) and of the first
 step after it.
 
-    python -m bench speed --arch resnet20 --preset quick [--batch-adapt] [--json out.json]
+    python -m bench speed --arch resnet20 --preset quick [--growth.batch-adapt true] [--json out.json]
 """
 from __future__ import annotations
 
@@ -109,6 +109,13 @@ def _steps(model, opt, x, y, spec, device, n: int, slowdown: int = 1) -> float:
     return (time.perf_counter() - t) / n
 
 
+def _trainable(spec: RunSpec, widths: dict, device) -> tuple[torch.nn.Module, SGD]:
+    """A model at ``widths``, placed as a run places it, in train mode, with its optimizer (a small
+    LR: the benchmark times steps, it does not train)."""
+    m = place(build(spec.arch, NUM_CLASSES[spec.dataset], widths=widths, image_size=image_size(spec)), spec, device)
+    return m.train(), SGD(m.parameters(), lr=1e-3, momentum=spec.momentum, weight_decay=spec.weight_decay)
+
+
 def measure(spec: RunSpec, rounds: int = 5, steps: int = 10, warmup: int = 3, threads: int = 1,
             slow_stage: int | None = None) -> SpeedReport:
     """Step times per stage of ``spec``'s growth schedule (stage N = the full width) and growth costs.
@@ -128,16 +135,15 @@ def measure(spec: RunSpec, rounds: int = 5, steps: int = 10, warmup: int = 3, th
     # The large run's step, measured first, before any other model runs in this process. A process
     # that has stepped models of many widths runs the full-width one 5-10 % slower (cause not found;
     # a real grown run pays it too: README), while the large run trains alone in its process.
-    large = place(build(spec.arch, k, widths=full_w, image_size=size), spec, device).train()
-    large_opt = SGD(large.parameters(), lr=1e-3, momentum=spec.momentum, weight_decay=spec.weight_decay)
+    large, large_opt = _trainable(spec, full_w, device)
     large_step, large_data = compile_model(large, spec), _batch(full_b, device, size, k, use_channels_last(spec, full_w))
     _steps(large_step, large_opt, *large_data, spec, device, 1 + warmup)
     full_t = min(_steps(large_step, large_opt, *large_data, spec, device, steps) for _ in range(rounds))
     del large, large_opt, large_step
     models, opts, data = [], [], []
     for widths, b in zip(sched.widths, stage_batch):
-        m = place(build(spec.arch, k, widths=widths, image_size=size), spec, device).train()
-        opts.append(SGD(m.parameters(), lr=1e-3, momentum=spec.momentum, weight_decay=spec.weight_decay))
+        m, o = _trainable(spec, widths, device)
+        opts.append(o)
         models.append(compile_model(m, spec))  # with spec.compile: one compiled graph per stage width
         data.append(_batch(b, device, size, k, use_channels_last(spec, widths)))
     compile_s = []
@@ -155,8 +161,7 @@ def measure(spec: RunSpec, rounds: int = 5, steps: int = 10, warmup: int = 3, th
     growth_s, first_s = [], []
     gen = torch.Generator().manual_seed(0)
     for t in range(1, len(sched.widths)):
-        m = place(build(spec.arch, k, widths=sched.widths[t - 1], image_size=size), spec, device).train()
-        o = SGD(m.parameters(), lr=1e-3, momentum=spec.momentum, weight_decay=spec.weight_decay)
+        m, o = _trainable(spec, sched.widths[t - 1], device)
         x, y = data[t - 1]
         _steps(m, o, x, y, spec, device, 1)
         synchronize(device)
