@@ -33,7 +33,7 @@ test: setup
 # CI regression gate on the speed-up numbers (cost fractions exact; step-time ratios vs the baseline file)
 gate: setup
 	mkdir -p $(OUT_DIR)
-	$(PY) -m pytest -q tests/regression --benchmark-enable --benchmark-json=$(OUT_DIR)/gate-benchmark.json -s
+	GROWBENCH_OUT=$(OUT_DIR) $(PY) -m pytest -q tests/regression --benchmark-enable --benchmark-json=$(OUT_DIR)/gate-benchmark.json -s
 
 bench: setup
 	mkdir -p $(OUT_DIR)

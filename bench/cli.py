@@ -99,21 +99,35 @@ def cmd_gate(args) -> int:
     from bench import speed
 
     path = Path(speed.BASELINE_FILE)
+    baseline = json.loads(path.read_text())
     costs = speed.cost_fractions()
     reports = speed.ci_speed_reports()
     for r in reports.values():
         print(speed.table(r))
     if args.update:
-        baseline = {"cost_fraction": costs, "speed": {a: speed.baseline_entry(r) for a, r in reports.items()},
-                    "settings": speed.CI_SPEED}
-        path.write_text(json.dumps(baseline, indent=2) + "\n")
-        print(f"wrote {path}")
+        entry = speed.new_entry(reports, note=args.note)
+        path.write_text(json.dumps(speed.update_baseline(baseline, costs, entry), indent=2) + "\n")
+        print(f"wrote {path}: cost fractions and the entry of this hardware")
         return 0
-    baseline = json.loads(path.read_text())
-    errors = speed.check_cost(costs, baseline["cost_fraction"]) + speed.check_speed(reports, baseline["speed"])
+    errors = speed.check_cost(costs, baseline["cost_fraction"]) + speed.gate(reports, baseline, out_dir=args.out_dir)
     for e in errors:
         print("FAIL " + e, file=sys.stderr)
     return 1 if errors else 0
+
+
+def cmd_env(args) -> int:
+    from bench import hardware
+
+    device = torch_device(args.device)
+    print("\n".join(hardware.describe(device)))
+    return 0
+
+
+def torch_device(name: str):
+    from bench.config import RunSpec
+    from bench.hardware import resolve_device
+
+    return resolve_device(RunSpec(device=name))
 
 
 def cmd_list(args) -> int:
@@ -163,9 +177,15 @@ def parser() -> argparse.ArgumentParser:
     _add_spec_flags(sp)
     sp.set_defaults(fn=cmd_speed)
     gt = sub.add_parser("gate", help="CI regression gate: cost fractions and measured speed-ups vs the baseline file")
-    gt.add_argument("--update", action="store_true", help="measure and write the baseline file")
+    gt.add_argument("--update", action="store_true",
+                    help="measure and write this hardware's entry (and the cost fractions) into the baseline file")
+    gt.add_argument("--note", default="", help="with --update: a note stored with the entry (where it was measured)")
+    gt.add_argument("--out-dir", default="results", help="where a new hardware's entry is written when none matches")
     gt.set_defaults(fn=cmd_gate)
     sub.add_parser("list", help="methods, archs, datasets, presets, suites").set_defaults(fn=cmd_list)
+    ev = sub.add_parser("env", help="the device, its native precisions and what the auto settings resolve to")
+    ev.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    ev.set_defaults(fn=cmd_env)
     st = sub.add_parser("status", help="what a results directory holds")
     st.add_argument("--out-dir", default="results")
     st.set_defaults(fn=cmd_status)

@@ -98,12 +98,14 @@ class RunSpec:
     seed: int = 0  # model init, data order and augmentation
     # execution mode (recorded with every result; never mix modes in one table)
     device: str = "auto"  # auto (cuda if available) | cpu | cuda
-    precision: str = "bf16"  # fp32 | bf16 (autocast)
-    channels_last: bool = True
-    # use channels_last only while every channel width is a multiple of this (0: always). On the
-    # 2-core CPU, bf16 channels_last kernels are fast at multiples of 16 and up to 3x slower than
-    # NCHW in between (ResNet-20 stage widths 12/24/48: 119 ms vs 64 ms a step), so growth needs it
-    channels_last_align: int = 0
+    # auto: resolved for the hardware when the spec is made (bench/hardware.py says how and why);
+    # the resolved value is what the config hash covers and what the run records
+    precision: str = "auto"  # auto (bf16 where the device computes it natively, else fp32) | fp32 | bf16 (autocast)
+    channels_last: bool | str = "auto"  # auto | true | false
+    # use channels_last only while every channel width is a multiple of this (0: always). On a Xeon
+    # with AMX, bf16 channels_last kernels are fast at multiples of 16 and up to 3x slower than NCHW in
+    # between (ResNet-20 stage widths 12/24/48: 119 ms vs 64 ms a step); elsewhere 0 is fastest
+    channels_last_align: int | str = "auto"
     compile: bool = False  # torch.compile; recompiles at each new width
     deterministic: bool = False  # deterministic algorithms: bit-exact resume on the CPU
     threads: int = 0  # torch CPU threads; 0 = torch's default
@@ -111,13 +113,15 @@ class RunSpec:
     out_dir: str = "results"
     checkpoint: bool = True  # save checkpoint.pt at every epoch end (resume after a crash)
     growth: GrowthSpec = field(default_factory=GrowthSpec)
+    # set by resolution, not a flag: the fields above that were asked as "auto"
+    auto_resolved: tuple[str, ...] = ()
 
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "dataset": ("cifar10", "cifar100", "imagenet"),
     "lr_schedule": ("cosine", "step"),
     "device": ("auto", "cpu", "cuda"),
-    "precision": ("fp32", "bf16"),
+    "precision": ("auto", "fp32", "bf16"),
     "growth.schedule": ("exp", "fixed", "list"),
     "growth.width_rule": ("global", "per_layer"),
     "growth.vt_exponent": (0.5, 1.0),
@@ -145,7 +149,11 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "growth.split_eps": (0, None, False),
 }
 # fields that do not change what a run computes: left out of the config hash
-UNHASHED = ("data_dir", "download", "out_dir", "eval_batch_size", "checkpoint", "threads")
+UNHASHED = ("data_dir", "download", "out_dir", "eval_batch_size", "checkpoint", "threads", "auto_resolved")
+# fields that accept "auto" beside their type: resolved for the hardware by bench.hardware.resolve
+AUTO_FIELDS = ("precision", "channels_last", "channels_last_align")
+# fields that are not flags or preset keys
+INTERNAL = ("auto_resolved",)
 
 
 def _hints(cls) -> dict[str, Any]:
@@ -154,6 +162,10 @@ def _hints(cls) -> dict[str, Any]:
 
 def _coerce(name: str, value: Any, hint: Any) -> Any:
     """Convert a YAML/CLI value to the field's type, or raise a one-line ConfigError."""
+    if name in AUTO_FIELDS:
+        if value == "auto":
+            return value
+        hint = next((a for a in typing.get_args(hint) if a is not str), hint)  # bool | str -> bool
     origin = typing.get_origin(hint)
     try:
         if hint is bool:
@@ -191,6 +203,8 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
 
 
 def _check(name: str, value: Any) -> None:
+    if name in AUTO_FIELDS and value == "auto":
+        return
     if name in CHOICES and value not in CHOICES[name]:
         raise ConfigError(f"{name}: {value!r} not accepted; accepted values: {', '.join(map(str, CHOICES[name]))}")
     if name in RANGES:
@@ -204,18 +218,19 @@ def _check(name: str, value: Any) -> None:
                 raise ConfigError(f"{name}: {v} out of range; must be <= {hi}")
 
 
-def _build(cls, values: dict[str, Any], prefix: str = ""):
+def _build(cls, values: dict[str, Any], prefix: str = "", internal: bool = False):
     hints = _hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
     for key, value in values.items():
         full = prefix + key
-        if key not in names:
-            raise ConfigError(f"unknown field {full!r}; accepted fields: {', '.join(prefix + n for n in names)}")
+        if key not in names or (full in INTERNAL and not internal):
+            accepted = [prefix + n for n in names if prefix + n not in INTERNAL]
+            raise ConfigError(f"unknown field {full!r}; accepted fields: {', '.join(accepted)}")
         if dataclasses.is_dataclass(hints[key]):
             if not isinstance(value, dict):
                 raise ConfigError(f"{full}: expected a mapping of {hints[key].__name__} fields")
-            kwargs[key] = _build(hints[key], value, full + ".")
+            kwargs[key] = _build(hints[key], value, full + ".", internal)
             continue
         kwargs[key] = _coerce(full, value, hints[key])
         _check(full, kwargs[key])
@@ -271,6 +286,8 @@ def make_spec(preset: str | None = None, **overrides: Any) -> RunSpec:
         values = _merge(values, per_dataset.get(dataset, {}))
     values = _merge(values, over)
     spec = _build(RunSpec, values)
+    from bench.hardware import resolve
+    spec = resolve(spec)
     if spec.arch not in ARCHS:
         raise ConfigError(f"arch: {spec.arch!r} not accepted; accepted values: {', '.join(ARCHS)}")
     if spec.method not in methods.METHODS:
@@ -293,7 +310,8 @@ def spec_to_dict(spec: RunSpec) -> dict[str, Any]:
 
 
 def spec_from_dict(d: dict[str, Any]) -> RunSpec:
-    return _build(RunSpec, d)
+    """A stored config (config.json) back into its RunSpec, resolved fields included."""
+    return _build(RunSpec, d, internal=True)
 
 
 def _changed(d: dict, default: dict) -> dict:
@@ -310,8 +328,12 @@ def _changed(d: dict, default: dict) -> dict:
 
 def config_hash(spec: RunSpec) -> str:
     """sha256 of the canonical JSON of the fields that change what the run computes, where they
-    differ from RunSpec's defaults: adding a new option (with a default) keeps existing runs' ids."""
-    d = _changed(spec_to_dict(spec), spec_to_dict(RunSpec()))
+    differ from RunSpec's defaults: adding a new option (with a default) keeps existing runs' ids.
+    "auto" fields are hashed as resolved on this machine: one config run on two kinds of hardware
+    (bf16 on one, fp32 on the other) gives two ids, never one."""
+    from bench.hardware import resolve
+
+    d = _changed(spec_to_dict(resolve(spec)), spec_to_dict(RunSpec()))
     for k in UNHASHED:
         d.pop(k, None)
     return hashlib.sha256(json.dumps(d, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
@@ -325,6 +347,8 @@ def field_names(cls=RunSpec, prefix: str = "") -> list[tuple[str, Any]]:
     """(dotted name, type hint) for every leaf field, for the CLI's flags."""
     out = []
     for name, hint in _hints(cls).items():
+        if prefix + name in INTERNAL:
+            continue
         if dataclasses.is_dataclass(hint):
             out += field_names(hint, prefix + name + ".")
         else:

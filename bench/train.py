@@ -22,10 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench import methods
+from bench import hardware, methods
 from bench.config import SCHEMA_VERSION, RunSpec, config_hash, run_id, spec_to_dict
 from bench.data import NUM_CLASSES, image_size, make_loaders
 from bench.flops import CONVENTION, step_flops
+from bench.hardware import resolve_device
 from bench.models import build
 from bench.optim import SGD, rebuild_optimizer
 from bench.records import RunDir, environment
@@ -48,17 +49,11 @@ def lr_at(spec: RunSpec, progress: float) -> float:
     return spec.lr * spec.lr_decay ** sum(progress >= m for m in spec.lr_decay_epochs)
 
 
-def resolve_device(spec: RunSpec) -> torch.device:
-    if spec.device == "cuda" or (spec.device == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise RuntimeError("device: cuda requested but torch.cuda.is_available() is False")
-        return torch.device("cuda")
-    return torch.device("cpu")
-
-
-def setup_runtime(spec: RunSpec) -> None:
-    if spec.threads:
-        torch.set_num_threads(spec.threads)
+def setup_runtime(spec: RunSpec) -> int:
+    """Threads and determinism for a run; returns the CPU thread count (``threads`` 0: the cores
+    this process may use)."""
+    threads = spec.threads or hardware.threads_default()
+    torch.set_num_threads(threads)
     if spec.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
@@ -66,6 +61,7 @@ def setup_runtime(spec: RunSpec) -> None:
     else:
         torch.use_deterministic_algorithms(False)
         torch.backends.cudnn.benchmark = True
+    return threads
 
 
 def autocast(spec: RunSpec, device: torch.device):
@@ -163,6 +159,7 @@ def _progress_enabled(progress: bool | None) -> bool:
 
 def run(spec: RunSpec, progress: bool | None = None, log=print) -> dict:
     """Train one run to completion (resuming a partial one) and return its result."""
+    spec = hardware.resolve(spec)
     rd = RunDir(Path(spec.out_dir) / run_id(spec))
     if rd.complete:
         log(f"[{rd.path.name}] complete, skipped")
@@ -179,8 +176,12 @@ def run(spec: RunSpec, progress: bool | None = None, log=print) -> dict:
 
 def _run(spec: RunSpec, rd: RunDir, progress: bool | None, log) -> dict:
     t_setup = time.perf_counter()
-    setup_runtime(spec)
+    threads = setup_runtime(spec)
     device = resolve_device(spec)
+    mode = hardware.explain(spec, device)
+    log(f"[{rd.path.name}] {device}, {threads} thread(s){'' if spec.threads else ' (all this process may use; --threads N pins)'}; "
+        f"precision {mode['precision']} ({mode['precision_reason']}); channels_last {mode['channels_last']}"
+        f"{f' at widths that are multiples of {spec.channels_last_align}' if spec.channels_last and spec.channels_last_align else ''}")
     train_loader, test_loader, data_source = make_loaders(spec, device)
     num_classes, size = NUM_CLASSES[spec.dataset], image_size(spec)
     method = methods.create(spec)
@@ -281,13 +282,13 @@ def _run(spec: RunSpec, rd: RunDir, progress: bool | None, log) -> dict:
         log(f"[{rd.path.name}] epoch {epoch + 1}/{spec.epochs} stage {st['stage']} loss {train_loss:.4f} "
             f"test_acc {test_acc:.4f} lr {lr:.4g} ({time.perf_counter() - t_epoch:.1f}s)")
 
-    result = build_result(spec, st, model, data_source, device, setup_seconds, num_classes, size,
+    result = build_result(spec, st, model, data_source, device, mode, setup_seconds, num_classes, size,
                           steps_per_epoch=train_loader.size // spec.batch_size, batch_size=spec.batch_size)
     rd.write_result(result)
     return result
 
 
-def build_result(spec, st, model, data_source, device, setup_seconds, num_classes, image_size,
+def build_result(spec, st, model, data_source, device, mode, setup_seconds, num_classes, image_size,
                  steps_per_epoch, batch_size) -> dict:
     hist = st["history"]
     t = st["times"]
@@ -308,9 +309,8 @@ def build_result(spec, st, model, data_source, device, setup_seconds, num_classe
         "method": spec.method,
         "data_source": data_source,
         "environment": environment(device),
-        "mode": {"precision": spec.precision, "channels_last": spec.channels_last,
-                 "channels_last_align": spec.channels_last_align, "compile": spec.compile,
-                 "deterministic": spec.deterministic, "device": str(device)},
+        # the execution mode: each auto field's resolved value, what was asked and why, the hardware
+        "mode": {**mode, "compile": spec.compile, "deterministic": spec.deterministic, "device": str(device)},
         "status": "complete",
         "times": {"train_seconds": t.get("train", 0.0), "eval_seconds": t.get("eval", 0.0),
                   "growth_seconds": t.get("growth", 0.0), "checkpoint_seconds": t.get("checkpoint", 0.0),

@@ -15,8 +15,21 @@ def method_label(config: dict) -> str:
 
 
 def protocol(config: dict) -> str:
+    """Epochs, images and precision: runs in different precisions compute different things and are
+    never averaged together (every table and figure groups by protocol)."""
     n = config["train_subset"] or "all"
-    return f"{config['epochs']} ep, {n} train images"
+    return f"{config['epochs']} ep, {n} train images, {config.get('precision', 'bf16')}"
+
+
+def hardware_label(result: dict) -> str:
+    """The machine a run's times belong to: speed-ups are only computed between runs with the same
+    label (CPU model or GPU name, the kernels' ISA, torch version; bench/hardware.py)."""
+    fp = result["mode"].get("fingerprint")
+    if not fp:  # results from before fingerprints: the device name is all there is
+        return result["environment"]["device_name"]
+    kernels = fp.get("bf16_kernel") if fp["device"] == "cpu" else fp.get("isa")
+    cap = f", {fp['isa_cap']}" if fp.get("isa_cap", "none") != "none" else ""
+    return f"{fp['device']} {fp.get('model', '')} ({fp.get('aten_isa', '')} {kernels}{cap}; torch {fp['torch']})".replace("  ", " ")
 
 
 def load_runs(results_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, dict]]:
@@ -41,9 +54,9 @@ def load_runs(results_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, dict
                      "cost": 100 * f["train_cost_fraction"],
                      "cost_overhead": 100 * f["train_with_overhead"] / f["large_train"],
                      "train_seconds": t["train_seconds"] + t["growth_seconds"], "total_seconds": t["total_seconds"],
-                     "device": r["environment"]["device_name"],
-                     "mode": f"{mode['precision']}{'/cl' if mode['channels_last'] else ''}"
-                             f"{'/compile' if mode['compile'] else ''}{'/det' if mode['deterministic'] else ''}",
+                     "device": hardware_label(r),
+                     "mode": mode.get("label", f"{mode['precision']}{'/cl' if mode['channels_last'] else ''}")
+                             + f"{'/compile' if mode['compile'] else ''}{'/det' if mode['deterministic'] else ''}",
                      "params": r["final_params"]})
     cols_done = ["run_id", "method", "arch", "dataset", "setting", "protocol", "seed", "config_hash", "data_source",
                  "acc", "best_acc", "cost", "cost_overhead", "train_seconds", "total_seconds", "device", "mode", "params"]

@@ -21,7 +21,7 @@ def test_overrides_and_dotted_nested_fields():
 
 @pytest.mark.parametrize("overrides, message", [
     ({"bogus": 1}, "unknown field 'bogus'; accepted fields: method, arch"),
-    ({"precision": "fp16"}, "precision: 'fp16' not accepted; accepted values: fp32, bf16"),
+    ({"precision": "fp16"}, "precision: 'fp16' not accepted; accepted values: auto, fp32, bf16"),
     ({"arch": "alexnet"}, "arch: 'alexnet' not accepted; accepted values: resnet20"),
     ({"method": "magic"}, "method: 'magic' not accepted; accepted values: large"),
     ({"epochs": 0}, "epochs: 0 out of range; must be >= 1"),
@@ -69,7 +69,7 @@ def test_cli_bad_config_exits_2_and_writes_nothing(tmp_path, capsys):
     rc = cli.main(["run", "--preset", "smoke", "--precision", "fp8", "--out-dir", str(out)])
     assert rc == 2
     err = capsys.readouterr().err
-    assert "precision: 'fp8' not accepted; accepted values: fp32, bf16" in err
+    assert "precision: 'fp8' not accepted; accepted values: auto, fp32, bf16" in err
     assert not out.exists()
 
 

@@ -1,0 +1,240 @@
+"""What this machine computes fast, what the `auto` settings resolve to, and its fingerprint.
+
+``precision: auto``  bf16 autocast where the device computes bf16 natively, else fp32:
+    CUDA   ``torch.cuda.is_bf16_supported(including_emulation=False)`` (compute capability 8.0+);
+    CPU    oneDNN runs a bf16 convolution with a native-bf16 kernel (AVX-512-BF16 or AMX). Found by
+           running one small bf16 convolution with oneDNN's verbose log on and reading the kernel it
+           chose: the CPU flags alone do not say what oneDNN will use (``ONEDNN_MAX_CPU_ISA`` can cap
+           it, and ``torch.ops.mkldnn._is_mkldnn_bf16_supported`` is true on any AVX-512 CPU, where
+           bf16 is emulated). Without native kernels bf16 is emulated, about 10x slower than fp32.
+``channels_last: auto``  on the CPU always: oneDNN's convolutions are faster in channels_last in fp32
+    and in native bf16 (measured on AVX2, AVX-512-BF16 and AMX: README); on CUDA with bf16 (tensor
+    cores read NHWC), not in fp32.
+``channels_last_align: auto``  16 where the bf16 kernels are AMX (there bf16 channels_last is up to 3x
+    slower than NCHW at widths that are not multiples of 16), else 0 (channels_last at every width:
+    faster on AVX2 and AVX-512-BF16, measured).
+
+The fingerprint names what changes kernels and so step times: device and CPU model (or GPU name),
+the ISA oneDNN and ATen dispatch to, the bf16 kernel, the torch version and the resolved mode.
+Speed baselines are keyed by it (bench/speed.py).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import sys
+import tempfile
+from functools import lru_cache
+
+import torch
+
+AUTO = "auto"
+# ISAs of oneDNN's kernels that compute bf16 natively (the part after ':' in its kernel names)
+NATIVE_BF16 = re.compile(r"bf16|amx|avx10")
+ISA_CAPS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
+
+
+def cpu_info() -> dict[str, str]:
+    """Vendor and model name of the CPU (Linux /proc/cpuinfo; elsewhere what platform says)."""
+    import platform
+
+    info = {"vendor": "", "model": platform.processor() or platform.machine()}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "vendor_id" and not info["vendor"]:
+                    info["vendor"] = value.strip()
+                elif key == "model name":
+                    info["model"] = value.strip()
+                    break
+    except OSError:
+        pass
+    return info
+
+
+def _capture_stdout(fn) -> str:
+    """What ``fn`` prints to file descriptor 1 (oneDNN's verbose log is C stdio, not sys.stdout)."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    with tempfile.TemporaryFile(mode="w+") as tmp:
+        try:
+            os.dup2(tmp.fileno(), 1)
+            fn()
+        finally:
+            sys.stdout.flush()
+            os.dup2(saved, 1)
+            os.close(saved)
+        tmp.seek(0)
+        return tmp.read()
+
+
+@lru_cache(maxsize=1)
+def onednn_probe() -> dict[str, str]:
+    """oneDNN's ISA and the kernel it picks for a bf16 convolution ("" when it picks none)."""
+    if not torch.backends.mkldnn.is_available():
+        return {"isa": "", "bf16_kernel": ""}
+
+    def conv():
+        with torch.backends.mkldnn.verbose(torch.backends.mkldnn.VERBOSE_ON):
+            torch.nn.functional.conv2d(torch.randn(2, 16, 8, 8), torch.randn(16, 16, 3, 3))  # logs oneDNN's ISA
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                torch.nn.functional.conv2d(torch.randn(2, 16, 8, 8), torch.randn(16, 16, 3, 3))
+
+    try:
+        log = _capture_stdout(conv)
+    except (OSError, RuntimeError):
+        return {"isa": "", "bf16_kernel": ""}
+    isa, kernel = "", ""
+    for line in log.splitlines():
+        fields = line.split(",")
+        if "isa:" in line:
+            isa = line.split("isa:", 1)[1].strip()
+        elif "convolution" in fields and "exec" in fields and "src:bf16" in line:
+            kernel = fields[fields.index("convolution") + 1]  # e.g. jit_bf16:avx512_core_bf16
+    return {"isa": isa, "bf16_kernel": kernel}
+
+
+def native_bf16(device: torch.device) -> tuple[bool, str]:
+    """(whether ``device`` computes bf16 natively, why)."""
+    if device.type == "cuda":
+        ok = torch.cuda.is_bf16_supported(including_emulation=False)
+        name = torch.cuda.get_device_name(device)
+        return ok, f"{name} {'has' if ok else 'lacks'} native bf16 (compute capability 8.0+)"
+    kernel = onednn_probe()["bf16_kernel"]
+    isa = kernel.rpartition(":")[2]
+    if kernel and NATIVE_BF16.search(isa):
+        return True, f"oneDNN runs bf16 convolutions natively ({kernel})"
+    why = f"oneDNN's bf16 convolution is {kernel} (emulated)" if kernel else "oneDNN has no bf16 convolution kernel here"
+    return False, f"{why}: bf16 would be emulated, about 10x slower than fp32"
+
+
+def resolve_precision(requested: str, device: torch.device) -> tuple[str, str]:
+    """(fp32 | bf16, reason) for a requested precision (auto | fp32 | bf16)."""
+    native, why = native_bf16(device)
+    if requested == AUTO:
+        return ("bf16" if native else "fp32"), f"auto: {why}"
+    if requested == "bf16" and not native:
+        return "bf16", f"asked for; WARNING: {why}"
+    return requested, "asked for"
+
+
+def resolve_channels_last(requested, precision: str, device: torch.device) -> tuple[bool, str]:
+    if requested != AUTO:
+        return bool(requested), "asked for"
+    if device.type == "cuda":
+        return precision == "bf16", f"auto: {'bf16 tensor cores read NHWC' if precision == 'bf16' else 'fp32 on CUDA'}"
+    return True, "auto: oneDNN's CPU convolutions are faster in channels_last (fp32 and native bf16)"
+
+
+def resolve_align(requested, precision: str, channels_last: bool, device: torch.device) -> tuple[int, str]:
+    if requested != AUTO:
+        return int(requested), "asked for"
+    amx = device.type == "cpu" and "amx" in onednn_probe()["bf16_kernel"]
+    if channels_last and precision == "bf16" and amx:
+        return 16, "auto: AMX bf16 channels_last kernels are slow at widths not a multiple of 16"
+    return 0, "auto: channels_last at every width"
+
+
+def fingerprint(device: torch.device, mode: str) -> dict[str, str]:
+    """What changes kernels and so step times; ``mode`` is the resolved precision/memory format."""
+    fp = {"device": device.type, "torch": torch.__version__.split("+")[0], "mode": mode}
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        fp.update(model=torch.cuda.get_device_name(device), isa=f"sm_{major}{minor}", cuda=str(torch.version.cuda))
+    else:
+        cpu = cpu_info()
+        probe = onednn_probe()
+        fp.update(vendor=cpu["vendor"], model=cpu["model"], aten_isa=torch.backends.cpu.get_cpu_capability(),
+                  onednn_isa=probe["isa"], bf16_kernel=probe["bf16_kernel"] or "none",
+                  # the environment variables that cap the ISA kernels dispatch to (a stand-in for an older CPU)
+                  isa_cap=" ".join(f"{v}={os.environ[v]}" for v in ISA_CAPS if os.environ.get(v)) or "none")
+    return fp
+
+
+def fingerprint_key(fp: dict[str, str]) -> str:
+    return " | ".join(f"{k}={fp[k]}" for k in sorted(fp))
+
+
+def matches(recorded: dict[str, str | None], fp: dict[str, str]) -> bool:
+    """A recorded fingerprint matches when every field it recorded equals this machine's
+    (a field recorded as null was not known when the entry was measured)."""
+    return all(v is None or fp.get(k) == v for k, v in recorded.items())
+
+
+def mode_label(precision: str, channels_last: bool, align: int) -> str:
+    return precision + (f"/cl{align or ''}" if channels_last else "")
+
+
+def threads_default() -> int:
+    """The cores this process may use (its CPU affinity; the machine's core count where unknown)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def describe(device: torch.device) -> list[str]:
+    """Lines for ``python -m bench env``."""
+    precision, p_why = resolve_precision(AUTO, device)
+    cl, cl_why = resolve_channels_last(AUTO, precision, device)
+    align, a_why = resolve_align(AUTO, precision, cl, device)
+    fp = fingerprint(device, mode_label(precision, cl, align))
+    lines = [f"device:            {device}" + (f" ({fp['model']})" if fp.get("model") else "")]
+    if device.type == "cpu":
+        lines += [f"cpu vendor:        {fp['vendor'] or 'unknown'}",
+                  f"ATen ISA:          {fp['aten_isa']}",
+                  f"oneDNN ISA:        {fp['onednn_isa'] or 'unknown'}",
+                  f"bf16 convolution:  {fp['bf16_kernel']}",
+                  f"threads:           {threads_default()} (the cores this process may use; pin with --threads N)"]
+    native, why = native_bf16(device)
+    lines += [f"native precisions: fp32{', bf16' if native else ''} ({why})",
+              f"precision auto ->  {precision} ({p_why})",
+              f"channels_last auto -> {cl} ({cl_why})",
+              f"channels_last_align auto -> {align} ({a_why})",
+              f"fingerprint:       {fingerprint_key(fp)}"]
+    return lines
+
+
+def resolve_device(spec) -> torch.device:
+    from bench.config import ConfigError
+
+    if spec.device == "cuda" or (spec.device == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise ConfigError("device: cuda requested but torch.cuda.is_available() is False; use --device cpu or auto")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def resolve(spec):
+    """``spec`` with its "auto" fields resolved for this machine (idempotent); their names are kept
+    in ``auto_resolved`` so that a result can say what was asked."""
+    from bench.config import AUTO_FIELDS
+
+    asked = [n for n in AUTO_FIELDS if getattr(spec, n) == AUTO]
+    if not asked:
+        return spec
+    device = resolve_device(spec)
+    precision = resolve_precision(spec.precision, device)[0]
+    cl = resolve_channels_last(spec.channels_last, precision, device)[0]
+    align = resolve_align(spec.channels_last_align, precision, cl, device)[0]
+    return dataclasses.replace(spec, precision=precision, channels_last=cl, channels_last_align=align,
+                               auto_resolved=tuple(sorted({*spec.auto_resolved, *asked})))
+
+
+def explain(spec, device: torch.device) -> dict:
+    """The run's execution mode for its result: each resolved value, what was asked, and why."""
+    out = {}
+    asked = lambda n: AUTO if n in spec.auto_resolved else getattr(spec, n)  # noqa: E731
+    precision, why = resolve_precision(asked("precision"), device)
+    out.update(precision=spec.precision, precision_asked=asked("precision"), precision_reason=why)
+    cl, why = resolve_channels_last(asked("channels_last"), spec.precision, device)
+    out.update(channels_last=spec.channels_last, channels_last_asked=asked("channels_last"), channels_last_reason=why)
+    align, why = resolve_align(asked("channels_last_align"), spec.precision, spec.channels_last, device)
+    out.update(channels_last_align=spec.channels_last_align, channels_last_align_asked=asked("channels_last_align"),
+               channels_last_align_reason=why)
+    out["label"] = mode_label(spec.precision, spec.channels_last, spec.channels_last_align)
+    out["fingerprint"] = fingerprint(device, out["label"])
+    return out

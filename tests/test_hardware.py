@@ -1,0 +1,114 @@
+"""precision / channels_last auto, the hardware fingerprint, and how results keep precisions apart."""
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from bench import cli, hardware
+from bench.config import ConfigError, config_hash, make_spec, run_id, spec_from_dict, spec_to_dict
+from reports import tables
+from reports.load import load_runs
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture
+def no_native_bf16(monkeypatch):
+    """This process as on a CPU whose bf16 is emulated (AVX2 only)."""
+    monkeypatch.setattr(hardware, "onednn_probe", lambda: {"isa": "Intel AVX2", "bf16_kernel": ""})
+
+
+@pytest.fixture
+def amx(monkeypatch):
+    monkeypatch.setattr(hardware, "onednn_probe", lambda: {"isa": "AMX", "bf16_kernel": "brg_conv_fwd:avx512_core_amx"})
+
+
+def test_probe_reads_onednn_kernel_names():
+    native, why = hardware.native_bf16(CPU)
+    kernel = hardware.onednn_probe()["bf16_kernel"]
+    assert native == bool(kernel and hardware.NATIVE_BF16.search(kernel.rpartition(":")[2]))
+    assert (kernel or "no bf16") in why or "no bf16" in why
+
+
+def test_auto_resolves_to_fp32_without_native_bf16(no_native_bf16):
+    spec = make_spec("quick")
+    assert (spec.precision, spec.channels_last, spec.channels_last_align) == ("fp32", True, 0)
+    assert spec.auto_resolved == ("channels_last", "channels_last_align", "precision")
+    mode = hardware.explain(spec, CPU)
+    assert mode["precision_asked"] == "auto" and "emulated" in mode["precision_reason"]
+    assert mode["label"] == "fp32/cl" and mode["fingerprint"]["mode"] == "fp32/cl"
+    # asked for explicitly: kept, with a warning in the reason
+    forced = make_spec("quick", precision="bf16")
+    assert forced.precision == "bf16" and "WARNING" in hardware.explain(forced, CPU)["precision_reason"]
+
+
+def test_auto_resolves_to_bf16_with_amx_and_aligns_channels_last(amx):
+    spec = make_spec("quick")
+    assert (spec.precision, spec.channels_last, spec.channels_last_align) == ("bf16", True, 16)
+    assert hardware.explain(spec, CPU)["label"] == "bf16/cl16"
+
+
+def test_hash_covers_the_resolved_precision(monkeypatch):
+    """One config on two kinds of hardware gives two run ids; an explicit value equal to the
+    resolved one gives the same id (it computes the same thing)."""
+    monkeypatch.setattr(hardware, "onednn_probe", lambda: {"isa": "", "bf16_kernel": ""})
+    on_avx2 = make_spec("quick")
+    monkeypatch.setattr(hardware, "onednn_probe", lambda: {"isa": "", "bf16_kernel": "jit:avx512_core_bf16"})
+    on_bf16 = make_spec("quick")
+    assert run_id(on_avx2) != run_id(on_bf16)
+    assert config_hash(on_bf16) == config_hash(make_spec("quick", precision="bf16", channels_last=True,
+                                                         channels_last_align=0))
+    # resolution is idempotent and survives config.json
+    assert hardware.resolve(on_bf16) is on_bf16 and spec_from_dict(spec_to_dict(on_avx2)) == on_avx2
+
+
+def test_auto_resolved_is_not_a_flag():
+    with pytest.raises(SystemExit) as e:
+        cli.main(["run", "--preset", "smoke", "--auto-resolved", "precision"])
+    assert e.value.code == 2
+    with pytest.raises(ConfigError, match="unknown field 'auto_resolved'"):
+        make_spec("smoke", auto_resolved=("precision",))
+
+
+def test_env_command_prints_the_resolution(capsys):
+    assert cli.main(["env"]) == 0
+    out = capsys.readouterr().out
+    assert "precision auto ->" in out and "fingerprint:" in out and "threads:" in out
+
+
+def test_fingerprint_names_the_isa_cap(monkeypatch):
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    fp = hardware.fingerprint(CPU, "fp32/cl")
+    assert fp["isa_cap"] == "ONEDNN_MAX_CPU_ISA=AVX2" and fp["device"] == "cpu" and fp["torch"]
+    assert hardware.matches({**fp, "model": None}, fp) and not hardware.matches({**fp, "mode": "bf16/cl"}, fp)
+
+
+def _run_dir(root, name, precision, seconds, acc, model="CPU A"):
+    d = root / name
+    d.mkdir()
+    config = {"method": name.split("-")[0], "arch": "resnet20", "dataset": "cifar10", "seed": int(name[-1]),
+              "epochs": 15, "train_subset": 10000, "precision": precision}
+    fp = {"device": "cpu", "model": model, "aten_isa": "AVX2", "bf16_kernel": "none", "isa_cap": "none",
+          "torch": "2.14.1", "mode": f"{precision}/cl"}
+    result = {"config_hash": name, "data_source": "CIFAR-10, JPEG q75 copy", "final_test_acc": acc,
+              "best_test_acc": acc, "final_params": 1, "environment": {"device_name": "cpu"},
+              "times": {"train_seconds": seconds, "growth_seconds": 0.0, "total_seconds": seconds},
+              "flops": {"train_cost_fraction": 1.0, "train_with_overhead": 1, "large_train": 1},
+              "mode": {"precision": precision, "channels_last": True, "compile": False, "deterministic": False,
+                       "label": f"{precision}/cl", "fingerprint": fp}}
+    (d / "config.json").write_text(json.dumps(config))
+    (d / "result.json").write_text(json.dumps(result))
+
+
+def test_reports_never_mix_precisions_or_hardware(tmp_path):
+    _run_dir(tmp_path, "large-s0", "bf16", 100.0, 0.70)
+    _run_dir(tmp_path, "large-s1", "fp32", 300.0, 0.72)
+    _run_dir(tmp_path, "full-s0", "fp32", 150.0, 0.69, model="CPU B")
+    runs, _, _ = load_runs(tmp_path)
+    stats = tables.seed_stats(runs)
+    large = stats[stats.method == "large"]
+    assert sorted(large.acc_mean) == pytest.approx([70.0, 72.0]) and set(large.n) == {1}  # two rows, never one mean
+    sp = tables.speedups(runs)
+    full = sp[sp.method == "full"].iloc[0]
+    assert pd.isna(full.speedup)  # the only fp32 large run ran on another CPU: no speed-up
