@@ -6,12 +6,15 @@ rest. Invalid configurations exit with status 2 before anything is written.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 
 from bench import config
 from bench.config import ConfigError
 from bench.data import DataError
+from bench.records import RunDirError
+from bench.train import Diverged, Interrupted
 
 
 def _flag(name: str) -> str:
@@ -56,7 +59,7 @@ def cmd_sweep(args) -> int:
             seen.add(config.run_id(s))
             unique.append(s)
     print(f"sweep {args.suite}: {len(unique)} runs")
-    failed = 0
+    failed = skipped = 0
     for i, spec in enumerate(unique, 1):
         rid = config.run_id(spec)
         state = RunDir(f"{spec.out_dir}/{rid}").state()
@@ -65,14 +68,17 @@ def cmd_sweep(args) -> int:
             continue
         try:
             run(spec, progress=_progress(args))
-        except DataError:
+        except (DataError, Interrupted):
             raise
+        except RunDirError as e:  # locked by another process, or made for another config: not ours to train
+            skipped += 1
+            print(f"  skipped: {e}", file=sys.stderr)
         except Exception as e:  # one failed run does not stop the sweep; it is recorded in failed.json
             failed += 1
             print(f"  FAILED: {type(e).__name__}: {e}", file=sys.stderr)
-    if failed:
-        print(f"{failed} of {len(unique)} runs failed", file=sys.stderr)
-    return 1 if failed else 0
+    if failed or skipped:
+        print(f"{failed} of {len(unique)} runs failed, {skipped} skipped", file=sys.stderr)
+    return 1 if failed or skipped else 0
 
 
 def cmd_speed(args) -> int:
@@ -120,6 +126,11 @@ def cmd_env(args) -> int:
 
     device = torch_device(args.device)
     print("\n".join(hardware.describe(device)))
+    if args.time:
+        from bench.speed import precision_table
+
+        print(f"\nfull-width training step, batch {args.batch_size}, {args.threads} thread(s), min of 5:", flush=True)
+        print(precision_table(args.time.split(","), batch=args.batch_size, threads=args.threads))
     return 0
 
 
@@ -143,17 +154,21 @@ def cmd_list(args) -> int:
 
 
 def cmd_status(args) -> int:
+    from pathlib import Path
+
     from bench.records import scan
 
+    if not Path(args.out_dir).is_dir():
+        raise RunDirError(f"--out-dir {args.out_dir}: no such folder")
     rows = scan(args.out_dir)
     if not rows:
         print(f"{args.out_dir}: no runs")
         return 0
     for r in rows:
         extra = (f"acc {r['final_test_acc']:.4f}  {r['total_seconds']:.0f}s" if r["state"] == "complete"
-                 else f"{r.get('epochs_done', 0)} epochs done" if r["state"] == "partial" else "")
+                 else f"{r.get('epochs_done', 0)} epochs done" if r["state"] == "partial" else r.get("reason", ""))
         print(f"{r['state']:9s} {r['run_id']}  {extra}")
-    counts = {s: sum(r["state"] == s for r in rows) for s in ("complete", "partial", "failed")}
+    counts = {s: sum(r["state"] == s for r in rows) for s in ("complete", "partial", "failed", "corrupt")}
     print(", ".join(f"{v} {k}" for k, v in counts.items()))
     return 0
 
@@ -185,6 +200,10 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("list", help="methods, archs, datasets, presets, suites").set_defaults(fn=cmd_list)
     ev = sub.add_parser("env", help="the device, its native precisions and what the auto settings resolve to")
     ev.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    ev.add_argument("--time", metavar="ARCHS", default="", help="also time a CPU training step per precision and "
+                    "memory format for these archs (e.g. resnet20,vgg11)")
+    ev.add_argument("--batch-size", type=int, default=64)
+    ev.add_argument("--threads", type=int, default=1)
     ev.set_defaults(fn=cmd_env)
     st = sub.add_parser("status", help="what a results directory holds")
     st.add_argument("--out-dir", default="results")
@@ -201,6 +220,23 @@ def main(argv=None) -> int:
         return 2
     except DataError as e:
         print(f"data error: {e}", file=sys.stderr)
+        return 1
+    except RunDirError as e:
+        print(f"run directory error: {e}", file=sys.stderr)
+        return 1
+    except Diverged as e:
+        print(f"diverged: {e}", file=sys.stderr)
+        return 1
+    except Interrupted as e:
+        print(str(e), file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM):
+            raise
+        print(f"write error: {e.filename or ''}: {e.strerror}", file=sys.stderr)
         return 1
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,7 +109,7 @@ class RunSpec:
     channels_last_align: int | str = "auto"
     compile: bool = False  # torch.compile; recompiles at each new width
     deterministic: bool = False  # deterministic algorithms: bit-exact resume on the CPU
-    threads: int = 0  # torch CPU threads; 0 = torch's default
+    threads: int = 0  # torch CPU threads; 0 = OMP_NUM_THREADS if set, else the cores this process may use
     # output
     out_dir: str = "results"
     checkpoint: bool = True  # save checkpoint.pt at every epoch end (resume after a crash)
@@ -134,7 +135,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 # field -> (lowest, highest, lowest inclusive); None = unbounded
 RANGES: dict[str, tuple[float | None, float | None, bool]] = {
-    "width_mult": (0, None, False), "train_subset": (0, None, True), "test_subset": (0, None, True),
+    "width_mult": (0, 64, False), "train_subset": (0, None, True), "test_subset": (0, None, True),
     "epochs": (1, None, True), "batch_size": (1, None, True), "eval_batch_size": (1, None, True),
     "lr": (0, None, False), "momentum": (0, 1, True), "weight_decay": (0, None, True),
     "warmup_epochs": (0, None, True), "lr_decay": (0, 1, False), "label_smoothing": (0, 1, True),
@@ -154,6 +155,10 @@ UNHASHED = ("data_dir", "download", "out_dir", "eval_batch_size", "checkpoint", 
 AUTO_FIELDS = ("precision", "channels_last", "channels_last_align")
 # fields that are not flags or preset keys
 INTERNAL = ("auto_resolved",)
+
+
+class _NotFinite(Exception):
+    pass
 
 
 def _hints(cls) -> dict[str, Any]:
@@ -185,6 +190,8 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
         if hint is float:
             if isinstance(value, bool):
                 raise ValueError
+            if not math.isfinite(float(value)):
+                raise _NotFinite
             return float(value)
         if hint is str:
             if not isinstance(value, str):
@@ -197,6 +204,8 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
             if not isinstance(value, (list, tuple)):
                 raise ValueError
             return tuple(_coerce(name, v, item) for v in value)
+    except _NotFinite:
+        raise ConfigError(f"{name}: {value!r} is not a finite number") from None
     except (TypeError, ValueError):
         raise ConfigError(f"{name}: {value!r} is not a valid {getattr(hint, '__name__', hint)}") from None
     raise ConfigError(f"{name}: unsupported field type {hint}")
@@ -286,10 +295,16 @@ def make_spec(preset: str | None = None, **overrides: Any) -> RunSpec:
         values = _merge(values, per_dataset.get(dataset, {}))
     values = _merge(values, over)
     spec = _build(RunSpec, values)
-    from bench.hardware import resolve
+    from bench.hardware import resolve, resolve_device
+    resolve_device(spec)  # --device cuda without CUDA: refused here, before anything runs
     spec = resolve(spec)
     if spec.arch not in ARCHS:
         raise ConfigError(f"arch: {spec.arch!r} not accepted; accepted values: {', '.join(ARCHS)}")
+    from bench.models import base_widths
+    narrowest = min(base_widths(spec.arch).values())
+    if round(narrowest * spec.width_mult) < 1:
+        raise ConfigError(f"width_mult: {spec.width_mult} leaves {spec.arch}'s narrowest layer ({narrowest} channels) "
+                          f"with none; must be >= {0.5 / narrowest:.3g}")
     if spec.method not in methods.METHODS:
         raise ConfigError(f"method: {spec.method!r} not accepted; accepted values: {', '.join(methods.METHODS)}")
     if spec.lr_schedule == "step" and any(e > spec.epochs for e in spec.lr_decay_epochs):
@@ -337,6 +352,16 @@ def config_hash(spec: RunSpec) -> str:
     for k in UNHASHED:
         d.pop(k, None)
     return hashlib.sha256(json.dumps(d, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def flat_config(spec: RunSpec) -> dict[str, Any]:
+    """The hashed fields of ``spec`` as {dotted name: value}: what makes two runs different."""
+    def flat(d, prefix=""):
+        out = {}
+        for k, v in d.items():
+            out.update(flat(v, prefix + k + ".") if isinstance(v, dict) else {prefix + k: v})
+        return out
+    return {k: v for k, v in flat(spec_to_dict(spec)).items() if k not in UNHASHED}
 
 
 def run_id(spec: RunSpec) -> str:

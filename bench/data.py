@@ -57,7 +57,9 @@ def balanced_indices(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
     drawn at random within each class. Sorted, so a subset never depends on the file's order
     beyond which images it holds. n = 0 or n >= len means all."""
     labels = np.asarray(labels)
-    if n <= 0 or n >= len(labels):
+    if n > len(labels):
+        raise DataError(f"subset of {n} images asked for, but the split holds only {len(labels)}")
+    if n <= 0 or n == len(labels):
         return np.arange(len(labels))
     classes = np.unique(labels)
     rng = np.random.default_rng(seed)
@@ -82,10 +84,12 @@ def verify_jpeg_copy(data_dir: str) -> None:
         raise DataError(f"{sums}: missing; the JPEG copy of CIFAR-10 ships it beside the .npz files "
                         f"(expected in {root}: SHA256SUMS, {JPEG_PREFIX}-train-jpegbytes.npz, {JPEG_PREFIX}-test-jpegbytes.npz)")
     expected = {}
-    for line in sums.read_text().splitlines():
+    for i, line in enumerate(sums.read_text(errors="replace").splitlines(), 1):
         if line.strip():
-            digest, name = line.split()
-            expected[name.lstrip("*")] = digest
+            parts = line.split()
+            if len(parts) != 2 or len(parts[0]) != 64:
+                raise DataError(f"{sums}: line {i} is not '<sha256 hex digest>  <file name>': {line[:80]!r}")
+            expected[parts[1].lstrip("*")] = parts[0]
     for split in ("train", "test"):
         name = f"{JPEG_PREFIX}-{split}-jpegbytes.npz"
         path = root / name
@@ -117,10 +121,17 @@ def _load_jpeg_copy(root: Path, train: bool, subset: int, seed: int) -> Split:
     try:
         with np.load(path, allow_pickle=False) as z:
             blob, offsets, labels = z["jpeg"], z["offsets"], z["y"]
-    except (KeyError, ValueError, OSError) as e:
-        raise DataError(f"{path}: unreadable as the JPEG copy's .npz (keys jpeg, offsets, y): {e}") from e
+    except Exception as e:  # zipfile.BadZipFile, EOFError, KeyError, ValueError, OSError: a damaged file
+        raise DataError(f"{path}: unreadable as the JPEG copy's .npz (keys jpeg, offsets, y): "
+                        f"{type(e).__name__}: {e}") from None
+    if len(offsets) != len(labels) + 1 or (len(offsets) and int(offsets[-1]) > len(blob)):
+        raise DataError(f"{path}: offsets do not match the JPEG bytes ({len(offsets)} offsets, {len(labels)} labels, "
+                        f"{len(blob)} bytes): a truncated or altered file")
     idx = balanced_indices(labels, subset, seed)  # the copy is class-major: never take a prefix
-    images = _decode_jpegs(blob, offsets, idx)
+    try:
+        images = _decode_jpegs(blob, offsets, idx)
+    except Exception as e:  # PIL.UnidentifiedImageError, OSError: truncated or altered JPEG bytes
+        raise DataError(f"{path}: a JPEG in it does not decode ({type(e).__name__}: {e})") from None
     return Split(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(labels[idx].astype(np.int64)),
                  JPEG_SOURCE)
 

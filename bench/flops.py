@@ -7,6 +7,7 @@ cross-entropy + backward at the real batch size; an evaluation step is forward o
 """
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 
 import torch
@@ -14,14 +15,36 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 CONVENTION = ("FLOPs = 2 x multiply-accumulates of conv, linear and matmul ops as counted by "
-              "torch.utils.flop_counter.FlopCounterMode; training step = forward + backward at the real "
+              "torch.utils.flop_counter.FlopCounterMode, with grouped/depthwise convolution backward counted "
+              "by hand (bench/flops.py); training step = forward + backward at the real "
               "batch size; BN, activations, pooling and optimizer updates excluded")
+
+
+def conv_macs(x_shape, w_shape, out_shape, transposed: bool) -> int:
+    """Multiply-accumulates of a convolution: each element of the (non-transposed) output is a dot
+    product over the weight's fan-in, w_shape[1:] = (C_in / groups, kh, kw); a transposed conv runs
+    the same products from each input element. Grouped and depthwise convs included."""
+    spatial = (x_shape if transposed else out_shape)[2:]
+    return x_shape[0] * math.prod(spatial) * math.prod(w_shape)
+
+
+def conv_backward_flops(grad_out_shape, x_shape, w_shape, _bias, _stride, _padding, _dilation, transposed,
+                        _output_padding, _groups, output_mask, out_shape=None, **kwargs) -> int:
+    """Backward of a convolution, by hand: the input gradient (a transposed conv of grad_out with the
+    weight) and the weight gradient (each weight entry summed over batch and output positions) take
+    the forward's multiply-accumulates each. torch's formula counts the weight gradient as if
+    groups were 1: (C+1)/2 times too much for a depthwise conv."""
+    fwd = conv_macs(x_shape, w_shape, grad_out_shape, transposed)  # grad_out has the output's shape
+    return 2 * fwd * (int(bool(output_mask[0])) + int(bool(output_mask[1])))
+
+
+COUNTER_MAPPING = {torch.ops.aten.convolution_backward: conv_backward_flops}
 
 
 def count_flops(model: torch.nn.Module, x: torch.Tensor, train: bool) -> int:
     """FLOPs of one forward (and, if ``train``, cross-entropy backward) of ``model`` on ``x``."""
     model.train(train)
-    with FlopCounterMode(display=False) as counter:
+    with FlopCounterMode(display=False, custom_mapping=COUNTER_MAPPING) as counter:
         if train:
             out = model(x)
             F.cross_entropy(out, torch.zeros(x.shape[0], dtype=torch.long, device=x.device)).backward()

@@ -169,7 +169,11 @@ def mode_label(precision: str, channels_last: bool, align: int) -> str:
 
 
 def threads_default() -> int:
-    """The cores this process may use (its CPU affinity; the machine's core count where unknown)."""
+    """OMP_NUM_THREADS where set, else the cores this process may use (its CPU affinity, so that
+    ``taskset -c 0,1`` pins a run; the machine's core count where that is unknown)."""
+    omp = os.environ.get("OMP_NUM_THREADS", "")
+    if omp.isdigit() and int(omp) > 0:
+        return int(omp)
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:
@@ -188,7 +192,8 @@ def describe(device: torch.device) -> list[str]:
                   f"ATen ISA:          {fp['aten_isa']}",
                   f"oneDNN ISA:        {fp['onednn_isa'] or 'unknown'}",
                   f"bf16 convolution:  {fp['bf16_kernel']}",
-                  f"threads:           {threads_default()} (the cores this process may use; pin with --threads N)"]
+                  f"threads:           {threads_default()} (OMP_NUM_THREADS, else the cores this process may use; "
+                  "set with --threads N, pin cores with taskset)"]
     native, why = native_bf16(device)
     lines += [f"native precisions: fp32{', bf16' if native else ''} ({why})",
               f"precision auto ->  {precision} ({p_why})",

@@ -27,13 +27,11 @@ class SGD(torch.optim.Optimizer):
                 continue
             grads = [p.grad for p in params]
             wd, mu = group["weight_decay"], group["momentum"]
+            # the update d = m * (grad + wd * p) in new tensors: p.grad stays as backward left it
             if wd:
-                torch._foreach_add_(grads, params, alpha=wd)
+                grads = torch._foreach_add(grads, params, alpha=wd)
             if self.multipliers:
-                for p, g in zip(params, grads):
-                    m = self.multipliers.get(p)
-                    if m is not None:
-                        g.mul_(m)
+                grads = [g * m if (m := self.multipliers.get(p)) is not None else g for p, g in zip(params, grads)]
             if mu:
                 bufs = []
                 for p in params:
@@ -44,7 +42,7 @@ class SGD(torch.optim.Optimizer):
                 torch._foreach_mul_(bufs, mu)
                 torch._foreach_add_(bufs, grads)
                 if group["nesterov"]:
-                    torch._foreach_add_(grads, bufs, alpha=mu)
+                    grads = torch._foreach_add(grads, bufs, alpha=mu)
                 else:
                     grads = bufs
             torch._foreach_add_(params, grads, alpha=-group["lr"])
@@ -65,8 +63,18 @@ def rebuild_optimizer(old: SGD, before: dict[str, nn.Parameter], model: nn.Modul
     optimizer in the growers' original code does (the LR schedule keeps its position)."""
     if policy not in POLICIES:
         raise ValueError(f"optimizer policy {policy!r} not in {POLICIES}")
-    group = {k: v for k, v in old.param_groups[0].items() if k != "params"}
-    new = SGD(model.parameters(), **group)
+    # each parameter stays in its group, with that group's settings and any keys others put there
+    # (a torch LR scheduler's initial_lr); parameters new by name join group 0
+    name_of = {id(q): n for n, q in before.items()}
+    params = dict(model.named_parameters())
+    groups, placed = [], set()
+    for g in old.param_groups:
+        names = [name_of[id(q)] for q in g["params"] if id(q) in name_of and name_of[id(q)] in params]
+        placed.update(names)
+        groups.append({**{k: v for k, v in g.items() if k != "params"}, "params": [params[n] for n in names]})
+    groups[0]["params"] += [p for n, p in params.items() if n not in placed]
+    g0 = old.param_groups[0]
+    new = SGD(groups, lr=g0["lr"], momentum=g0["momentum"], weight_decay=g0["weight_decay"], nesterov=g0["nesterov"])
     for name, p in model.named_parameters():
         q = before.get(name)
         if q is None or q not in old.state or policy == "reset":

@@ -1,26 +1,44 @@
-"""Run directories: config.json, history.jsonl, checkpoint.pt, result.json (written last).
+"""Run directories: config.json, history.jsonl, checkpoint.pt, result.json (written last), lock.
 
 ``result.json`` is written atomically (temporary file, fsync, rename): its presence means the run
-completed. ``checkpoint.pt`` is replaced the same way at every epoch end, so a run killed at any
-moment leaves either the previous checkpoint or the new one, never half of one.
+completed. ``checkpoint.pt`` is replaced the same way at every epoch end, the one before it kept as
+``checkpoint.prev.pt``, so a run killed at any moment leaves a good checkpoint, and a checkpoint
+found corrupt is moved aside (never deleted) for the previous one. One process trains a run at a
+time: it holds ``lock``, created exclusively. Every JSON file is strict JSON (no NaN or Infinity:
+non-finite numbers are written as null) and every file takes the umask's mode, so colleagues can
+read a shared results folder.
 """
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
 RESULT, CHECKPOINT, HISTORY, CONFIG, FAILED = "result.json", "checkpoint.pt", "history.jsonl", "config.json", "failed.json"
+PREV_CHECKPOINT, LOCK = "checkpoint.prev.pt", "lock"
 
 
-def _atomic_write(path: Path, write) -> None:
+class RunDirError(RuntimeError):
+    """A run directory that cannot be used as asked; the message is one line naming the file."""
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _atomic_write(path: Path, write, keep_previous: Path | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -28,6 +46,9 @@ def _atomic_write(path: Path, write) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600
+        if keep_previous is not None and path.exists():
+            os.replace(path, keep_previous)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -35,18 +56,57 @@ def _atomic_write(path: Path, write) -> None:
         raise
 
 
+def finite(obj: Any) -> Any:
+    """``obj`` with non-finite floats as None: strict JSON."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    return obj
+
+
+def dumps(obj: Any, **kw) -> str:
+    return json.dumps(finite(obj), allow_nan=False, **kw)
+
+
 def write_json(path: Path, obj: Any) -> None:
-    _atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2, sort_keys=False) + "\n").encode()))
+    _atomic_write(path, lambda f: f.write((dumps(obj, indent=2, sort_keys=False) + "\n").encode()))
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not strict JSON")
 
 
 def read_json(path: Path) -> Any:
-    with open(path) as f:
-        return json.load(f)
+    """The JSON in ``path``; a RunDirError naming the file if it is unreadable, empty or not strict JSON."""
+    try:
+        text = Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise RunDirError(f"{path}: cannot be read ({type(e).__name__}: {e})") from None
+    if not text.strip():
+        raise RunDirError(f"{path}: empty")
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except ValueError as e:
+        raise RunDirError(f"{path}: not valid JSON ({str(e).splitlines()[0]})") from None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class RunDir:
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self._locked = False
 
     @property
     def complete(self) -> bool:
@@ -54,10 +114,14 @@ class RunDir:
 
     @property
     def partial(self) -> bool:
-        return not self.complete and (self.path / CHECKPOINT).is_file()
+        return not self.complete and ((self.path / CHECKPOINT).is_file() or (self.path / PREV_CHECKPOINT).is_file())
 
     def state(self) -> str:
         if self.complete:
+            try:
+                self.result()
+            except RunDirError:
+                return "corrupt"
             return "complete"
         if (self.path / FAILED).is_file():
             return "failed"
@@ -65,31 +129,97 @@ class RunDir:
             return "partial"
         return "empty" if self.path.is_dir() else "absent"
 
+    # -- one writer ---------------------------------------------------------------------------
+    def lock(self, log=print) -> None:
+        """Claim the run directory (``lock`` created exclusively: host, pid, time). A lock left by a
+        process that no longer runs on this host is taken over, with a message; a live one raises."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        me = {"host": socket.gethostname(), "pid": os.getpid(), "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+              "job_id": os.environ.get("SLURM_JOB_ID")}
+        for _ in range(3):
+            try:
+                fd = os.open(self.path / LOCK, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+            except FileExistsError:
+                try:
+                    held = json.loads((self.path / LOCK).read_text() or "{}")
+                except (OSError, ValueError):
+                    held = {}
+                if held.get("host") == me["host"] and isinstance(held.get("pid"), int) and not _pid_alive(held["pid"]):
+                    log(f"[{self.path.name}] taking over the lock of pid {held['pid']} (no longer running)")
+                    (self.path / LOCK).unlink(missing_ok=True)
+                    continue
+                if not held:  # being written this instant, or garbage: look again
+                    time.sleep(0.2)
+                    try:
+                        held = json.loads((self.path / LOCK).read_text() or "{}")
+                    except (OSError, ValueError):
+                        held = {}
+                    if not held:
+                        raise RunDirError(f"{self.path / LOCK}: unreadable lock; delete it if no process trains this run")
+                raise RunDirError(f"{self.path.name}: being trained by pid {held.get('pid')} on {held.get('host')} "
+                                  f"since {held.get('since')} ({self.path / LOCK})")
+            with os.fdopen(fd, "w") as f:
+                f.write(json.dumps(me) + "\n")
+            self._locked = True
+            for stale in self.path.glob(".*.tmp"):  # writes killed mid-way; the lock says nobody else writes
+                stale.unlink(missing_ok=True)
+            return
+        raise RunDirError(f"{self.path / LOCK}: could not be claimed")
+
+    def unlock(self) -> None:
+        if self._locked:
+            (self.path / LOCK).unlink(missing_ok=True)
+            self._locked = False
+
+    # -- files --------------------------------------------------------------------------------
+    def config(self) -> dict:
+        return read_json(self.path / CONFIG)
+
     def write_config(self, config: dict) -> None:
         write_json(self.path / CONFIG, config)
 
     def rewrite_history(self, history: list[dict]) -> None:
-        _atomic_write(self.path / HISTORY, lambda f: f.write("".join(json.dumps(h) + "\n" for h in history).encode()))
+        _atomic_write(self.path / HISTORY, lambda f: f.write("".join(dumps(h) + "\n" for h in history).encode()))
 
     def append_history(self, row: dict) -> None:
         with open(self.path / HISTORY, "a") as f:
-            f.write(json.dumps(row) + "\n")
+            f.write(dumps(row) + "\n")
 
     def save_checkpoint(self, state: dict) -> None:
-        _atomic_write(self.path / CHECKPOINT, lambda f: torch.save(state, f))
+        _atomic_write(self.path / CHECKPOINT, lambda f: torch.save(state, f), keep_previous=self.path / PREV_CHECKPOINT)
 
-    def load_checkpoint(self) -> dict:
-        return torch.load(self.path / CHECKPOINT, map_location="cpu", weights_only=False)
+    def load_checkpoint(self, log=print) -> dict:
+        """The newest readable checkpoint; one that cannot be read is moved aside (kept) with a message."""
+        for name in (CHECKPOINT, PREV_CHECKPOINT):
+            path = self.path / name
+            if not path.is_file():
+                continue
+            try:
+                return torch.load(path, map_location="cpu", weights_only=False)
+            except Exception as e:  # torch raises many kinds on garbage, truncated or empty files
+                aside = self.set_aside(path)
+                log(f"[{self.path.name}] {path.name} is corrupt ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
+                    f"moved to {aside.name}")
+        raise RunDirError(f"{self.path}: no readable checkpoint")
+
+    def set_aside(self, path: Path) -> Path:
+        """Rename a corrupt file out of the way, never deleting it."""
+        aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+        os.replace(path, aside)
+        return aside
 
     def write_result(self, result: dict) -> None:
         (self.path / FAILED).unlink(missing_ok=True)
         write_json(self.path / RESULT, result)
 
     def result(self) -> dict:
-        return read_json(self.path / RESULT)
+        r = read_json(self.path / RESULT)
+        if not isinstance(r, dict) or "final_test_acc" not in r:
+            raise RunDirError(f"{self.path / RESULT}: not a growbench result (no final_test_acc)")
+        return r
 
-    def write_failure(self, error: str) -> None:
-        write_json(self.path / FAILED, {"error": error})
+    def write_failure(self, error: str, reason: str = "") -> None:
+        write_json(self.path / FAILED, {"error": error, "reason": reason})
 
 
 def git_commit() -> str:
@@ -117,18 +247,28 @@ def environment(device: torch.device) -> dict:
 
 
 def scan(out_dir: str | Path) -> list[dict]:
-    """Every run directory under ``out_dir`` with its state, method and accuracy if complete."""
+    """Every run directory under ``out_dir`` with its state, method and accuracy if complete; a run
+    whose files cannot be read is listed as corrupt with the reason, the others as usual."""
     rows = []
     for cfg in sorted(Path(out_dir).glob(f"*/{CONFIG}")):
         rd = RunDir(cfg.parent)
-        config = read_json(cfg)
-        row = {"run_id": cfg.parent.name, "state": rd.state(), "method": config.get("method"),
-               "arch": config.get("arch"), "dataset": config.get("dataset"), "seed": config.get("seed")}
-        if rd.complete:
-            res = rd.result()
-            row.update(final_test_acc=res["final_test_acc"], total_seconds=res["times"]["total_seconds"])
-        elif rd.partial:
-            hist = cfg.parent / HISTORY
-            row["epochs_done"] = len(hist.read_text().splitlines()) if hist.exists() else 0
+        row = {"run_id": cfg.parent.name, "state": "corrupt", "method": None, "arch": None, "dataset": None,
+               "seed": None}
+        try:
+            config = read_json(cfg)
+            row.update(state=rd.state(), method=config.get("method"), arch=config.get("arch"),
+                       dataset=config.get("dataset"), seed=config.get("seed"))
+            if row["state"] == "complete":
+                res = rd.result()
+                row.update(final_test_acc=res["final_test_acc"], total_seconds=res["times"]["total_seconds"])
+            elif row["state"] == "corrupt":
+                rd.result()  # raises with the reason
+            elif row["state"] == "partial":
+                hist = cfg.parent / HISTORY
+                row["epochs_done"] = len(hist.read_text().splitlines()) if hist.exists() else 0
+            elif row["state"] == "failed":
+                row["reason"] = read_json(cfg.parent / FAILED).get("reason", "")
+        except (RunDirError, KeyError, TypeError, AttributeError) as e:
+            row.update(state="corrupt", reason=str(e) if isinstance(e, RunDirError) else f"{cfg.parent}: {e!r}")
         rows.append(row)
     return rows

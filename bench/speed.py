@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from bench.config import RunSpec
 from bench.data import NUM_CLASSES, image_size
 from bench.flops import image_activations, step_flops
-from bench.models import build
+from bench.models import build, scaled_widths
 from bench.optim import SGD, rebuild_optimizer
 from bench.hardware import fingerprint, resolve_device
 from bench.hardware import mode_label as _label
@@ -70,6 +70,12 @@ class SpeedReport:
     @property
     def large_seconds(self) -> float:
         return sum(self.stage_epochs) * self.full_steps_per_epoch * self.full_step_seconds
+
+    @property
+    def stage_rel_step_time(self) -> list[float]:
+        """Each stage's step time relative to the fresh full-width model's, both measured interleaved
+        (min over rounds): steadier than against the large model's one measurement before them."""
+        return [t / self.fresh_step_seconds[-1] for t in self.stage_step_seconds]
 
     @property
     def speedup(self) -> float:
@@ -201,6 +207,28 @@ def measure(spec: RunSpec, rounds: int = 5, steps: int = 10, warmup: int = 3, th
                                 for w in sched.widths])
 
 
+def precision_table(archs: list[str], batch: int = 64, steps: int = 5, threads: int = 1) -> str:
+    """Full-width training-step time per precision and memory format (markdown): what `auto` chooses
+    between on this machine (``python -m bench env --time``)."""
+    from bench.config import make_spec
+
+    torch.set_num_threads(threads)
+    modes = [("fp32", False), ("fp32", True), ("bf16", False), ("bf16", True)]
+    lines = ["| arch | " + " | ".join(f"{p} {'channels_last' if cl else 'NCHW'}" for p, cl in modes) + " |",
+             "|---|" + "---:|" * len(modes)]
+    for arch in archs:
+        cells = []
+        for precision, cl in modes:
+            spec = make_spec("quick", arch=arch, device="cpu", precision=precision, channels_last=cl,
+                             channels_last_align=0, batch_size=batch)
+            m, o = _trainable(spec, scaled_widths(arch, 1.0), torch.device("cpu"))
+            x, y = _batch(batch, "cpu", image_size(spec), NUM_CLASSES[spec.dataset], cl)
+            _steps(m, o, x, y, spec, "cpu", 2)
+            cells.append(min(_steps(m, o, x, y, spec, "cpu", 1) for _ in range(steps)))
+        lines.append(f"| {arch} | " + " | ".join(f"{t * 1e3:.0f} ms" for t in cells) + " |")
+    return "\n".join(lines)
+
+
 def table(r: SpeedReport) -> str:
     lines = [f"{r.arch} on {r.device} ({r.threads} thread(s), {r.mode}); step time min over rounds; "
              "grown/fresh: the grown model's step against a fresh model's at the same widths",
@@ -329,8 +357,7 @@ def check_speed(reports: dict[str, SpeedReport], entry: dict) -> list[str]:
             errors.append(f"{arch}: measured speed-up of the grown schedule over the large model {r.speedup:.3f}x is "
                           f"below its baseline {base['speedup']:.3f}x - {SPEEDUP_TOLERANCE:.0%} ({floor:.3f}x) in "
                           f"{BASELINE_FILE}; {hint}")
-        rel = [t / r.full_step_seconds for t in r.stage_step_seconds]
-        for i, (now, then) in enumerate(zip(rel, base["stage_rel_step_time"])):
+        for i, (now, then) in enumerate(zip(r.stage_rel_step_time, base["stage_rel_step_time"])):
             if now > then * (1 + STAGE_TOLERANCE):
                 errors.append(f"{arch}: stage {i} (widths {r.stage_widths[i]}) step time is {now:.3f} of the full "
                               f"model's, above its baseline {then:.3f} + {STAGE_TOLERANCE:.0%} in {BASELINE_FILE}; {hint}")
@@ -341,7 +368,7 @@ def new_entry(reports: dict[str, SpeedReport], note: str = "") -> dict:
     fp = next(iter(reports.values())).fingerprint
     return {"fingerprint": fp, "note": note, "settings": CI_SPEED,
             "speed": {a: {"speedup": r.speedup, "flop_ideal_speedup": r.flop_ideal_speedup,
-                          "stage_rel_step_time": [t / r.full_step_seconds for t in r.stage_step_seconds]}
+                          "stage_rel_step_time": r.stage_rel_step_time}
                       for a, r in reports.items()}}
 
 

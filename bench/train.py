@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import sys
 import time
 import traceback
@@ -23,13 +24,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench import hardware, methods
-from bench.config import SCHEMA_VERSION, RunSpec, config_hash, run_id, spec_to_dict
-from bench.data import NUM_CLASSES, image_size, make_loaders
+from bench.config import (SCHEMA_VERSION, ConfigError, RunSpec, config_hash, flat_config, run_id, spec_from_dict,
+                          spec_to_dict)
+from bench.data import NUM_CLASSES, DataError, image_size, make_loaders
 from bench.flops import CONVENTION, step_flops
 from bench.hardware import resolve_device
 from bench.models import build
 from bench.optim import SGD, rebuild_optimizer
-from bench.records import RunDir, environment
+from bench.records import CONFIG, HISTORY, RESULT, RunDir, RunDirError, environment
 from bench.timing import SectionTimer, synchronize
 from growth.widths import param_count, widths_of
 
@@ -123,14 +125,20 @@ def set_multipliers(optimizer: SGD, model: nn.Module, method) -> None:
     optimizer.multipliers = {params[k]: v for k, v in mults.items()}
 
 
+class Diverged(RuntimeError):
+    """The run's numbers went non-finite; the message names the epoch and step, or the growth."""
+
+
 def train_epoch(step_model, model: nn.Module, optimizer: SGD, loader, spec: RunSpec, epoch: int,
                 device: torch.device, bar=None, step_hook=None, first_step: list | None = None) -> tuple[float, float]:
     """One epoch of training steps; returns (mean training loss, last LR). ``step_model`` is
-    ``model`` or its compiled wrapper. The loss is summed on the device: no host sync per step.
+    ``model`` or its compiled wrapper. The loss is summed on the device: no host sync per step; the
+    first step whose loss is not finite is kept on the device too, and raises Diverged at the end.
     If ``first_step`` is a list, the seconds of the first step are appended to it (compilation)."""
     model.train()
     steps = len(loader)
     loss_sum = torch.zeros((), device=device)
+    bad_step = torch.full((), -1, device=device, dtype=torch.long)
     lr = lr_at(spec, epoch)
     t_first = time.perf_counter()
     for i, (x, y) in enumerate(loader):
@@ -145,33 +153,100 @@ def train_epoch(step_model, model: nn.Module, optimizer: SGD, loader, spec: RunS
         loss.backward()
         optimizer.step()
         loss_sum += loss.detach()
+        bad_step = torch.where((bad_step < 0) & ~torch.isfinite(loss.detach()), i, bad_step)
         if first_step is not None and i == 0:
             synchronize(device)
             first_step.append(time.perf_counter() - t_first)
         if bar is not None:
             bar.update()
+    if (bad := int(bad_step.item())) >= 0:
+        raise Diverged(f"training loss not finite at epoch {epoch + 1}, step {bad + 1} of {steps} (lr {lr_at(spec, epoch + bad / steps):.4g})")
     return loss_sum.item() / steps, lr
+
+
+def grow(method, ctx):
+    """The method's growth step; a signal or a grown weight that is not finite stops the run as
+    diverged, naming the epoch, instead of a linear-algebra traceback."""
+    try:
+        event = method.before_epoch(ctx)
+    except (torch.linalg.LinAlgError, ValueError) as e:
+        if "finite" in str(e).lower() or "nan" in str(e).lower() or isinstance(e, torch.linalg.LinAlgError):
+            raise Diverged(f"growth before epoch {ctx.epoch + 1} failed: {str(e).splitlines()[0]}") from None
+        raise
+    if event is not None and not all(torch.isfinite(p).all() for p in ctx.model.parameters()):
+        raise Diverged(f"growth before epoch {ctx.epoch + 1} produced non-finite weights")
+    return event
 
 
 def _progress_enabled(progress: bool | None) -> bool:
     return sys.stderr.isatty() if progress is None else progress
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a run; the message says where and how to resume."""
+
+
+def check_config(rd: RunDir, spec: RunSpec) -> None:
+    """Refuse a run directory whose config.json was made for another config (copied or edited into
+    place): resuming it would train one config and record another."""
+    if not (rd.path / CONFIG).is_file():
+        return
+    try:
+        stored = spec_from_dict(rd.config())
+    except ConfigError as e:
+        raise RunDirError(f"{rd.path / CONFIG}: {e}") from None
+    if config_hash(stored) != config_hash(spec):
+        a, b = flat_config(stored), flat_config(spec)
+        diff = [f"{k}: {a.get(k)!r} there, {b.get(k)!r} here" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        raise RunDirError(f"{rd.path / CONFIG}: made for another config ({'; '.join(diff)}); not resumed")
+
+
 def run(spec: RunSpec, progress: bool | None = None, log=print) -> dict:
     """Train one run to completion (resuming a partial one) and return its result."""
     spec = hardware.resolve(spec)
     rd = RunDir(Path(spec.out_dir) / run_id(spec))
+    check_out_dir(spec.out_dir)
+    check_config(rd, spec)
     if rd.complete:
-        log(f"[{rd.path.name}] complete, skipped")
-        return rd.result()
+        try:
+            result = rd.result()
+            log(f"[{rd.path.name}] complete, skipped")
+            return result
+        except RunDirError as e:
+            log(f"[{rd.path.name}] {e}; moved to {rd.set_aside(rd.path / RESULT).name}, rebuilt from the checkpoint")
+    created = [p for p in (rd.path, rd.path.parent) if not p.exists()]
+    rd.lock(log)
     try:
         return _run(spec, rd, progress, log)
+    except (ConfigError, DataError):
+        if rd.path in created:  # refused before training: leave nothing behind
+            rd.unlock()
+            shutil.rmtree(rd.path, ignore_errors=True)
+            if rd.path.parent in created and not any(rd.path.parent.iterdir()):
+                rd.path.parent.rmdir()
+        raise
     except KeyboardInterrupt:
-        raise
-    except Exception:
+        done = len((rd.path / HISTORY).read_text().splitlines()) if (rd.path / HISTORY).is_file() else 0
+        raise Interrupted(f"[{rd.path.name}] interrupted in epoch {done + 1}/{spec.epochs}; "
+                          "run the same command to resume") from None
+    except Exception as e:
         if rd.path.is_dir():
-            rd.write_failure(traceback.format_exc())
+            try:
+                rd.write_failure(traceback.format_exc(), reason=f"{type(e).__name__}: {e}")
+            except OSError:  # a full disk: the error itself is what the user must see
+                pass
         raise
+    finally:
+        rd.unlock()
+
+
+def check_out_dir(out_dir: str) -> None:
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise RunDirError(f"out_dir {out}: is a file, not a folder")
+    probe = out if out.is_dir() else next((p for p in out.parents if p.exists()), Path("."))
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise RunDirError(f"out_dir {out}: {probe} is not writable")
 
 
 def _run(spec: RunSpec, rd: RunDir, progress: bool | None, log) -> dict:
@@ -179,16 +254,23 @@ def _run(spec: RunSpec, rd: RunDir, progress: bool | None, log) -> dict:
     threads = setup_runtime(spec)
     device = resolve_device(spec)
     mode = hardware.explain(spec, device)
-    log(f"[{rd.path.name}] {device}, {threads} thread(s){'' if spec.threads else ' (all this process may use; --threads N pins)'}; "
-        f"precision {mode['precision']} ({mode['precision_reason']}); channels_last {mode['channels_last']}"
-        f"{f' at widths that are multiples of {spec.channels_last_align}' if spec.channels_last and spec.channels_last_align else ''}")
+    log(f"[{rd.path.name}] {device}, {threads} thread(s){'' if spec.threads else ' (the cores it may use; --threads N sets)'}, "
+        f"{mode['label']}; precision {mode['precision']}: {mode['precision_reason']}")
     train_loader, test_loader, data_source = make_loaders(spec, device)
+    if len(train_loader) == 0:
+        raise ConfigError(f"batch_size: {spec.batch_size} is more than the {train_loader.size} training images: "
+                          "no training step in an epoch")
     num_classes, size = NUM_CLASSES[spec.dataset], image_size(spec)
     method = methods.create(spec)
     growth_gen = torch.Generator()
 
+    ck = None
     if rd.partial:
-        ck = rd.load_checkpoint()
+        try:
+            ck = rd.load_checkpoint(log)
+        except RunDirError as e:
+            log(f"[{rd.path.name}] {e}; starting over")
+    if ck is not None:
         model = build(spec.arch, num_classes, widths=ck["widths"], image_size=size)
         model.load_state_dict(ck["model"])
         st = ck["loop"]
@@ -198,7 +280,6 @@ def _run(spec: RunSpec, rd: RunDir, progress: bool | None, log) -> dict:
         rd.rewrite_history(st["history"])  # drop any row written after the checkpoint
         log(f"[{rd.path.name}] resuming at epoch {st['epoch']}/{spec.epochs}")
     else:
-        ck = None
         torch.manual_seed(spec.seed)
         growth_gen.manual_seed(spec.seed + 1_000_003)
         model = build(spec.arch, num_classes, widths=method.start_widths(), image_size=size)
@@ -225,7 +306,7 @@ def _run(spec: RunSpec, rd: RunDir, progress: bool | None, log) -> dict:
                                     lambda: train_loader.iterate(epoch, GROWTH_STREAM), device,
                                     steps_per_epoch=len(train_loader), autocast=lambda: autocast(spec, device))
         with timer.section("growth"):
-            event = method.before_epoch(ctx)
+            event = grow(method, ctx)
             if event is not None:
                 model = place(ctx.model, spec, device)
                 optimizer = rebuild_optimizer(optimizer, before, model, event.optimizer_policy)

@@ -154,9 +154,11 @@ def _grow_layer(path: str, mod: nn.Module, info: dict, plans: dict[str, GroupPla
             mod.in_features, mod.out_features = new.shape[1], new.shape[0]
     new = rule.finalize(path, mod, new, plans, info)
     mod.weight = nn.Parameter(new.contiguous())
-    if getattr(mod, "bias", None) is not None and po is not None:
+    # a bias scales with its layer's weights, whether or not the layer's outputs grow
+    if getattr(mod, "bias", None) is not None and (po is not None or scales.get(path, 1.0) != 1.0):
         b = mod.bias.detach() * scales.get(path, 1.0)
-        b = _gather(torch.cat([b, torch.zeros(po.n_fresh, device=b.device, dtype=b.dtype)]), po, 0)
+        if po is not None:
+            b = _gather(torch.cat([b, torch.zeros(po.n_fresh, device=b.device, dtype=b.dtype)]), po, 0)
         mod.bias = nn.Parameter(b)
 
 

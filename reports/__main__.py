@@ -1,12 +1,5 @@
-import argparse
 import sys
 
-from reports.build import build
+from reports.cli import main
 
-p = argparse.ArgumentParser(prog="python -m reports", description="tables and figures from run directories")
-p.add_argument("--results", default="results", help="directory holding the run directories")
-p.add_argument("--out", default="reports/out", help="output directory (replaced)")
-args = p.parse_args()
-made = build(args.results, args.out)
-print(f"wrote {args.out}/report.md, index.html, {len(made['tables'])} tables, {len(made['figures'])} figure files")
-sys.exit(0)
+sys.exit(main())

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import base64
 import html
+import os
 import shutil
+import tempfile
 from pathlib import Path
 
 from reports import figures, tables
@@ -21,10 +23,59 @@ TABLES = {
 }
 
 
-def build(results_dir: str | Path, out_dir: str | Path) -> dict:
-    results_dir, out = Path(results_dir), Path(out_dir)
+MARKER = ".growbench-report"  # in every report folder: the only folders a build replaces
+
+
+class ReportError(ValueError):
+    """A report that cannot be built where asked; one line naming the folder."""
+
+
+def check_folders(results_dir: Path, out: Path) -> None:
+    """Refuse a results folder that is missing, and an output folder the build could not safely replace."""
+    if not results_dir.is_dir():
+        raise ReportError(f"--results {results_dir}: no such folder")
+    res, dst = results_dir.resolve(), out.resolve()
+    if dst == res or res.is_relative_to(dst):
+        raise ReportError(f"--out {out}: holds the results folder {results_dir}; replacing it would delete runs")
     if out.exists():
-        shutil.rmtree(out)
+        if not out.is_dir():
+            raise ReportError(f"--out {out}: is a file, not a folder")
+        if any(out.glob("*/config.json")):
+            raise ReportError(f"--out {out}: holds run directories; choose an empty folder or a previous report")
+        if any(out.iterdir()) and not ((out / MARKER).is_file() or (out / "report.md").is_file()):
+            raise ReportError(f"--out {out}: not empty and not a growbench report; choose another folder")
+
+
+def build(results_dir: str | Path, out_dir: str | Path) -> dict:
+    """Build the report in a fresh folder beside ``out_dir`` and swap it in: a failed build leaves the
+    previous report as it was, and nothing but a previous report is ever replaced."""
+    results_dir, out = Path(results_dir), Path(out_dir)
+    check_folders(results_dir, out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.building."))
+    try:
+        made = _build(results_dir, tmp)
+        (tmp / MARKER).write_text("built by python -m reports; replaced by the next build\n")
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it 0700: a shared folder's readers need the umask's mode
+        old = out.parent / f".{out.name}.old.{os.getpid()}"
+        if out.exists():
+            out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    made["figures"] = [out / "figures" / p.name for p in made["figures"]]
+    return made
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _build(results_dir: Path, out: Path) -> dict:
     (out / "tables").mkdir(parents=True)
     (out / "figures").mkdir()
     runs, incomplete, results = load_runs(results_dir)

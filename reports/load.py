@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.records import CONFIG, FAILED, HISTORY, RESULT
+from bench.records import CONFIG, FAILED, HISTORY, RESULT, RunDir, RunDirError, read_json
 
 
 def method_label(config: dict) -> str:
@@ -32,33 +32,78 @@ def hardware_label(result: dict) -> str:
     return f"{fp['device']} {fp.get('model', '')} ({fp.get('aten_isa', '')} {kernels}{cap}; torch {fp['torch']})".replace("  ", " ")
 
 
+def _flat(d: dict, prefix: str = "") -> dict:
+    """A config as {dotted field: value}, without what does not change results or is the seed."""
+    from bench.config import UNHASHED
+
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, prefix + k + "."))
+        elif prefix + k not in UNHASHED and prefix + k != "seed":
+            out[prefix + k] = tuple(v) if isinstance(v, list) else v
+    return out
+
+
+def label_variants(done: list[dict]) -> None:
+    """Runs are seeds of one cell only if their configs agree on everything but the seed. Where runs of
+    one method, setting and protocol differ in more, the runs of the most common config keep the
+    method's name and the others are labelled with the fields that differ: "large [lr=50.0]"."""
+    from collections import Counter, defaultdict
+
+    cells = defaultdict(list)
+    for row in done:
+        cells[(row["setting"], row["protocol"], row["data_source"], row["method"])].append(row)
+    for rows in cells.values():
+        configs = Counter(tuple(sorted(r["config"].items(), key=lambda kv: kv[0])) for r in rows)
+        if len(configs) == 1:
+            continue
+        main = dict(max(configs, key=lambda c: (configs[c], repr(c))))
+        for r in rows:
+            diff = [f"{k}={r['config'].get(k)}" for k in sorted(set(main) | set(r["config"]))
+                    if r["config"].get(k) != main.get(k)]
+            if diff:
+                r["method"] += " [" + ", ".join(diff) + "]"
+
+
 def load_runs(results_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, dict]]:
     """(complete runs, incomplete runs, full result dicts by run id), sorted by run id."""
     done, other, results = [], [], {}
     for cfg_path in sorted(Path(results_dir).glob(f"*/{CONFIG}")):
-        d = cfg_path.parent
-        config = json.loads(cfg_path.read_text())
-        base = {"run_id": d.name, "method": method_label(config), "arch": config["arch"],
-                "dataset": config["dataset"], "setting": f"{config['arch']}/{config['dataset']}",
-                "protocol": protocol(config), "seed": config["seed"]}
-        if not (d / RESULT).is_file():
-            state = "failed" if (d / FAILED).is_file() else "did not finish"
-            epochs = len((d / HISTORY).read_text().splitlines()) if (d / HISTORY).is_file() else 0
-            other.append({**base, "state": state, "epochs_done": epochs, "epochs": config["epochs"]})
-            continue
-        r = json.loads((d / RESULT).read_text())
-        results[d.name] = r
-        t, f, mode = r["times"], r["flops"], r["mode"]
-        done.append({**base, "config_hash": r["config_hash"], "data_source": r["data_source"],
-                     "acc": 100 * r["final_test_acc"], "best_acc": 100 * r["best_test_acc"],
-                     "cost": 100 * f["train_cost_fraction"],
-                     "cost_overhead": 100 * f["train_with_overhead"] / f["large_train"],
-                     "train_seconds": t["train_seconds"] + t["growth_seconds"], "total_seconds": t["total_seconds"],
-                     "device": hardware_label(r),
-                     "mode": mode.get("label", f"{mode['precision']}{'/cl' if mode['channels_last'] else ''}")
-                             + f"{'/compile' if mode['compile'] else ''}{'/det' if mode['deterministic'] else ''}",
-                     "params": r["final_params"]})
+        try:
+            _load_one(cfg_path, done, other, results)
+        except (RunDirError, KeyError, TypeError, AttributeError, ValueError) as e:
+            reason = str(e) if isinstance(e, RunDirError) else f"{cfg_path.parent}: unreadable record ({e!r})"
+            other.append({"run_id": cfg_path.parent.name, "state": f"corrupt: {reason}", "epochs_done": 0})
+    label_variants(done)
     cols_done = ["run_id", "method", "arch", "dataset", "setting", "protocol", "seed", "config_hash", "data_source",
                  "acc", "best_acc", "cost", "cost_overhead", "train_seconds", "total_seconds", "device", "mode", "params"]
     cols_other = ["run_id", "method", "arch", "dataset", "setting", "protocol", "seed", "state", "epochs_done", "epochs"]
-    return pd.DataFrame(done, columns=cols_done), pd.DataFrame(other, columns=cols_other), results
+    return (pd.DataFrame(done, columns=cols_done), pd.DataFrame(other, columns=cols_other).astype(object).fillna(""),
+            results)
+
+
+def _load_one(cfg_path: Path, done: list, other: list, results: dict) -> None:
+    """One run directory into ``done`` or ``other``; raises on a record it cannot read."""
+    d = cfg_path.parent
+    config = read_json(cfg_path)
+    base = {"run_id": d.name, "method": method_label(config), "arch": config["arch"],
+            "dataset": config["dataset"], "setting": f"{config['arch']}/{config['dataset']}",
+            "protocol": protocol(config), "seed": config["seed"]}
+    if not (d / RESULT).is_file():
+        state = "failed" if (d / FAILED).is_file() else "did not finish"
+        epochs = len((d / HISTORY).read_text().splitlines()) if (d / HISTORY).is_file() else 0
+        other.append({**base, "state": state, "epochs_done": epochs, "epochs": config["epochs"]})
+        return
+    r = RunDir(d).result()
+    t, f, mode = r["times"], r["flops"], r["mode"]
+    done.append({**base, "config": _flat(config), "config_hash": r["config_hash"], "data_source": r["data_source"],
+                 "acc": 100 * r["final_test_acc"], "best_acc": 100 * r["best_test_acc"],
+                 "cost": 100 * f["train_cost_fraction"],
+                 "cost_overhead": 100 * f["train_with_overhead"] / f["large_train"],
+                 "train_seconds": t["train_seconds"] + t["growth_seconds"], "total_seconds": t["total_seconds"],
+                 "device": hardware_label(r),
+                 "mode": mode.get("label", f"{mode['precision']}{'/cl' if mode['channels_last'] else ''}")
+                         + f"{'/compile' if mode['compile'] else ''}{'/det' if mode['deterministic'] else ''}",
+                 "params": r["final_params"]})
+    results[d.name] = r

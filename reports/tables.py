@@ -66,7 +66,10 @@ def _paper(setting, method, metric):
 
 
 def comparison(runs: pd.DataFrame, methods: list[str], settings: list[tuple[str, str, str]]) -> pd.DataFrame:
-    """One row per (setting, protocol, data source) x method, in ``methods`` order."""
+    """One row per (setting, protocol, data source) x method, in ``methods`` order; a method's runs with
+    another config (reports.load.label_variants) follow it as rows of their own."""
+    present = set(runs.method) if not runs.empty else set()
+    methods = [v for m in methods for v in [m] + sorted(x for x in present if x.startswith(m + " ["))]
     stats = seed_stats(runs)
     sp = speedups(runs)
     rows = []

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -59,3 +61,66 @@ def test_activation_fraction_weights_stages_by_epochs():
         spec.epochs * full)
     assert activation_fraction(spec) == pytest.approx(by_hand, rel=1e-12)
     assert cost_fraction(spec) < activation_fraction(spec) < 1  # narrow layers save more FLOPs than bytes
+
+
+# -- every layer type against a formula derived by hand (not FlopCounterMode against itself) ---------
+def _train_flops(layer, x):
+    """Training FLOPs of one layer: forward, then backward of the sum of its output."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from bench.flops import COUNTER_MAPPING
+
+    with FlopCounterMode(display=False, custom_mapping=COUNTER_MAPPING) as c:
+        layer(x).sum().backward()
+    return int(c.get_total_flops())
+
+
+@pytest.mark.parametrize("cin, cout, groups, k, stride, pad", [
+    (8, 16, 1, 3, 1, 1),   # plain 3x3
+    (8, 16, 1, 1, 2, 0),   # 1x1, strided (a projection shortcut)
+    (16, 16, 16, 3, 1, 1),  # depthwise
+    (16, 16, 16, 3, 2, 1),  # depthwise, strided
+    (8, 16, 4, 3, 1, 1),   # grouped
+])
+@pytest.mark.parametrize("input_grad", [False, True])
+def test_conv_flops_by_hand(cin, cout, groups, k, stride, pad, input_grad):
+    """MACs of a conv = N * Ho * Wo * C_out * (C_in / groups) * k * k; the forward takes that many,
+    the weight gradient as many, and the input gradient as many again where the input needs one."""
+    n, h = 2, 8
+    conv = torch.nn.Conv2d(cin, cout, k, stride, pad, groups=groups, bias=False)
+    x = torch.randn(n, cin, h, h, requires_grad=input_grad)
+    ho = (h + 2 * pad - k) // stride + 1
+    macs = n * ho * ho * cout * (cin // groups) * k * k
+    assert count_flops(conv, x, train=False) == 2 * macs
+    assert _train_flops(conv, x) == 2 * macs * (3 if input_grad else 2)
+
+
+@pytest.mark.parametrize("input_grad", [False, True])
+def test_linear_flops_by_hand(input_grad):
+    n, fin, fout = 4, 24, 10
+    lin = torch.nn.Linear(fin, fout)
+    x = torch.randn(n, fin, requires_grad=input_grad)
+    assert count_flops(lin, x, train=False) == 2 * n * fin * fout
+    assert _train_flops(lin, x) == 2 * n * fin * fout * (3 if input_grad else 2)
+
+
+@pytest.mark.parametrize("arch", ["mobilenet_v1", "resnet20", "vgg11"])
+def test_model_training_flops_equal_the_hand_sum_over_layers(arch):
+    """A training step = every conv/linear's forward MACs x 2 (forward, weight gradient), plus once more
+    for every layer but the stem (its input, the image, needs no gradient); x 2 FLOPs per MAC. The
+    layer shapes come from forward hooks, the counts from the formula above: this is what caught
+    torch's depthwise weight-gradient overcount (MobileNetV1: 971.9 against 276.4 MFLOP per image)."""
+    model = build(arch, num_classes=10)
+    shapes = []
+    hooks = [m.register_forward_hook(lambda m, i, o: shapes.append((m, i[0].shape, o.shape)))
+             for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    model.eval()
+    with torch.no_grad():
+        model(torch.randn(1, 3, 32, 32))
+    for h in hooks:
+        h.remove()
+    total = 0
+    for i, (m, xs, os_) in enumerate(shapes):
+        macs = math.prod(os_) * (math.prod(m.weight.shape[1:]))  # per output element: the weight's fan-in
+        total += 2 * macs * (2 if i == 0 else 3)
+    assert step_flops(arch, model.widths, 10, 32, 1, train=True) == total

@@ -66,6 +66,7 @@ def test_report_from_a_real_smoke_sweep(smoke_results, tmp_path):
 
 
 def test_empty_results_give_not_run_cells(tmp_path):
+    (tmp_path / "nothing").mkdir()
     made = build(tmp_path / "nothing", tmp_path / "out")
     main = made["tables"]["main"]
     assert set(main.acc) == {"not run"} and (tmp_path / "out" / "index.html").is_file()

@@ -156,8 +156,9 @@ class GatherShortcut(nn.Module):
         super().__init__()
         self.stride = stride
         src = torch.full((c_out,), -1, dtype=torch.long)
-        pad = (c_out - c_in) // 2
-        src[pad:pad + c_in] = torch.arange(c_in)
+        n = min(c_in, c_out)  # c_in > c_out only after growth, whose map load_state_dict brings
+        pad = (c_out - n) // 2
+        src[pad:pad + n] = torch.arange(n)
         self.register_buffer("src", src)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,22 @@
+"""``python -m reports --results results --out reports/out``."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from reports.build import ReportError, build
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m reports", description="tables and figures from run directories")
+    p.add_argument("--results", default="results", help="directory holding the run directories")
+    p.add_argument("--out", default="reports/out",
+                   help="output directory (a previous report there is replaced; nothing else is)")
+    args = p.parse_args(argv)
+    try:
+        made = build(args.results, args.out)
+    except ReportError as e:
+        print(f"report error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.out}/report.md, index.html, {len(made['tables'])} tables, {len(made['figures'])} figure files")
+    return 0

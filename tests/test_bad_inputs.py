@@ -1,0 +1,152 @@
+"""Bad inputs, as a user or an adversary gives them: each is refused with its exit status and one line
+naming the culprit, and leaves everything already on disk as it was."""
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from bench import cli
+from bench.config import make_spec, run_id
+from reports import cli as report_cli
+
+
+def _snapshot(root: Path) -> dict:
+    return {str(p.relative_to(root)): (hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir", p.stat().st_mode)
+            for p in sorted(root.rglob("*"))}
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory, cifar_dir):
+    """A workspace: results/ with one complete smoke run, a built report, and data folders."""
+    root = tmp_path_factory.mktemp("template")
+    assert cli.main(["run", "--preset", "smoke", "--epochs", "1", "--data-dir", str(cifar_dir),
+                     "--out-dir", str(root / "results"), "--progress", "off"]) == 0
+    assert report_cli.main(["--results", str(root / "results"), "--out", str(root / "report")]) == 0
+    (root / "a_file").write_text("not a folder\n")
+    (root / "other").mkdir()
+    (root / "other" / "notes.txt").write_text("mine\n")
+    jpeg = root / "data_bad_sums"
+    jpeg.mkdir()
+    for f in cifar_dir.glob("*.npz"):
+        os.symlink(f, jpeg / f.name)
+    (jpeg / "SHA256SUMS").write_text("this is not a checksum line\n")
+    trunc = root / "data_truncated"
+    trunc.mkdir()
+    blob = (cifar_dir / "cifar10-jpegq75-test-jpegbytes.npz").read_bytes()[:5000]
+    (trunc / "cifar10-jpegq75-test-jpegbytes.npz").write_bytes(blob)
+    (trunc / "cifar10-jpegq75-train-jpegbytes.npz").write_bytes(blob)
+    digest = hashlib.sha256(blob).hexdigest()
+    (trunc / "SHA256SUMS").write_text(f"{digest}  cifar10-jpegq75-train-jpegbytes.npz\n"
+                                      f"{digest}  cifar10-jpegq75-test-jpegbytes.npz\n")
+    altered = root / "data_altered"
+    shutil.copytree(trunc, altered)
+    (altered / "SHA256SUMS").write_text(f"{'0' * 64}  cifar10-jpegq75-train-jpegbytes.npz\n"
+                                        f"{'0' * 64}  cifar10-jpegq75-test-jpegbytes.npz\n")
+    return root
+
+
+def _smoke_dir(ws: Path, cifar_dir, **kw) -> Path:
+    spec = make_spec("smoke", data_dir=str(cifar_dir), out_dir=str(ws / "results"), **kw)
+    return ws / "results" / run_id(spec)
+
+
+def _edited_config(ws, cifar_dir):
+    """A partial run folder whose config.json was made at another LR, put where lr 0.05 runs go."""
+    d = _smoke_dir(ws, cifar_dir)
+    src = next(p for p in (ws / "results").iterdir() if p.is_dir())
+    shutil.copytree(src, d)
+    (d / "result.json").unlink()
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["lr"] = 50.0
+    (d / "config.json").write_text(json.dumps(cfg))
+
+
+def _locked(ws, cifar_dir):
+    d = _smoke_dir(ws, cifar_dir)
+    d.mkdir(parents=True)
+    (d / "lock").write_text(json.dumps({"host": os.uname().nodename, "pid": os.getpid(), "since": "now"}))
+
+
+def _garbage_config(ws, cifar_dir):
+    d = _smoke_dir(ws, cifar_dir)
+    d.mkdir(parents=True)
+    (d / "config.json").write_text("{not json")
+
+
+RUN = ["run", "--preset", "smoke", "--progress", "off"]
+# (name, argv (DATA, WS replaced), exit status, words the one-line message must contain, setup)
+CASES = [
+    ("precision", RUN + ["--precision", "fp16"], 2, ["precision", "fp16"], None),
+    ("lr nan", RUN + ["--lr", "nan"], 2, ["lr", "finite"], None),
+    ("lr inf", RUN + ["--lr", "inf"], 2, ["lr", "finite"], None),
+    ("lr negative", RUN + ["--lr", "-1"], 2, ["lr", "out of range"], None),
+    ("momentum nan", RUN + ["--momentum", "nan"], 2, ["momentum", "finite"], None),
+    ("weight decay inf", RUN + ["--weight-decay", "inf"], 2, ["weight_decay", "finite"], None),
+    ("epochs zero", RUN + ["--epochs", "0"], 2, ["epochs", "out of range"], None),
+    ("batch zero", RUN + ["--batch-size", "0"], 2, ["batch_size", "out of range"], None),
+    ("batch text", RUN + ["--batch-size", "many"], 2, ["batch_size", "many"], None),
+    ("width tiny", RUN + ["--width-mult", "0.001"], 2, ["width_mult", "0.001"], None),
+    ("width nan", RUN + ["--width-mult", "nan"], 2, ["width_mult", "finite"], None),
+    ("width huge", RUN + ["--width-mult", "1e9"], 2, ["width_mult", "out of range"], None),
+    ("arch", RUN + ["--arch", "alexnet"], 2, ["arch", "alexnet"], None),
+    ("method", RUN + ["--method", "magic"], 2, ["method", "magic"], None),
+    ("dataset", RUN + ["--dataset", "mnist"], 2, ["dataset", "mnist"], None),
+    ("p_c negative", RUN + ["--growth.p-c", "-1"], 2, ["growth.p_c"], None),
+    ("schedule", RUN + ["--growth.schedule", "linear"], 2, ["growth.schedule", "linear"], None),
+    ("firefly eps nan", RUN + ["--growth.firefly-eps", "nan"], 2, ["growth.firefly_eps", "finite"], None),
+    ("warmup too long", RUN + ["--warmup-epochs", "5"], 2, ["warmup_epochs"], None),
+    ("label smoothing", RUN + ["--label-smoothing", "2"], 2, ["label_smoothing"], None),
+    ("decay milestone", RUN + ["--lr-schedule", "step", "--lr-decay-epochs", "5"], 2, ["lr_decay_epochs"], None),
+    ("bool", RUN + ["--nesterov", "perhaps"], 2, ["nesterov", "perhaps"], None),
+    ("channels_last", RUN + ["--channels-last", "maybe"], 2, ["channels_last", "maybe"], None),
+    ("cuda missing", RUN + ["--device", "cuda"], 2, ["device", "cuda"], None),
+    ("preset", ["run", "--preset", "nope"], 2, ["preset", "nope"], None),
+    ("suite", ["sweep", "nosuch", "--preset", "smoke"], 2, ["suite", "nosuch"], None),
+    ("speed arch", ["speed", "--arch", "alexnet"], 2, ["arch", "alexnet"], None),
+    ("subset too big", RUN + ["--train-subset", "100000", "--data-dir", "DATA", "--out-dir", "WS/results"], 1,
+     ["subset", "100000"], None),
+    ("zero steps", RUN + ["--batch-size", "1024", "--data-dir", "DATA", "--out-dir", "WS/results"], 2,
+     ["batch_size", "1024"], None),
+    ("data missing", RUN + ["--data-dir", "WS/nowhere", "--out-dir", "WS/results"], 1, ["nowhere"], None),
+    ("sums malformed", RUN + ["--data-dir", "WS/data_bad_sums", "--out-dir", "WS/results"], 1, ["SHA256SUMS", "line 1"], None),
+    ("npz truncated", RUN + ["--data-dir", "WS/data_truncated", "--out-dir", "WS/results"], 1, ["npz", "unreadable"], None),
+    ("npz altered", RUN + ["--data-dir", "WS/data_altered", "--out-dir", "WS/results"], 1, ["SHA256 mismatch"], None),
+    ("cifar100 on the copy", RUN + ["--dataset", "cifar100", "--arch", "resnet20", "--data-dir", "DATA",
+                                    "--out-dir", "WS/results"], 1, ["cifar100"], None),
+    ("out-dir is a file", RUN + ["--data-dir", "DATA", "--out-dir", "WS/a_file"], 1, ["a_file", "file"], None),
+    ("out-dir under a file", RUN + ["--data-dir", "DATA", "--out-dir", "WS/a_file/sub"], 1, ["a_file", "writable"], None),
+    ("config edited", RUN + ["--data-dir", "DATA", "--out-dir", "WS/results"], 1, ["config.json", "lr: 50.0"], _edited_config),
+    ("run locked", RUN + ["--data-dir", "DATA", "--out-dir", "WS/results"], 1, ["being trained", "pid"], _locked),
+    ("config garbage", RUN + ["--data-dir", "DATA", "--out-dir", "WS/results"], 1, ["config.json", "not valid JSON"],
+     _garbage_config),
+    ("status missing", ["status", "--out-dir", "WS/nowhere"], 1, ["nowhere", "no such folder"], None),
+    ("report results missing", ["REPORT", "--results", "WS/nowhere", "--out", "WS/r2"], 2, ["nowhere"], None),
+    ("report out = results", ["REPORT", "--results", "WS/results", "--out", "WS/results"], 2, ["results", "delete"], None),
+    ("report out holds results", ["REPORT", "--results", "WS/results", "--out", "WS"], 2, ["holds the results"], None),
+    ("report out not a report", ["REPORT", "--results", "WS/results", "--out", "WS/other"], 2, ["other", "not empty"], None),
+    ("report out a file", ["REPORT", "--results", "WS/results", "--out", "WS/a_file"], 2, ["a_file", "file"], None),
+]
+
+
+@pytest.mark.parametrize("name, argv, status, words, setup", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_refused_in_one_line(name, argv, status, words, setup, template, cifar_dir, tmp_path, capsys):
+    ws = tmp_path / "ws"
+    shutil.copytree(template, ws, symlinks=True)
+    if setup is not None:
+        setup(ws, cifar_dir)
+    before = _snapshot(ws)
+    argv = [a.replace("WS", str(ws)).replace("DATA", str(cifar_dir)) for a in argv]
+    try:
+        rc = report_cli.main(argv[1:]) if argv[0] == "REPORT" else cli.main(argv)
+    except SystemExit as e:  # argparse
+        rc = e.code
+    err = capsys.readouterr().err.strip()
+    assert rc == status, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+    assert _snapshot(ws) == before

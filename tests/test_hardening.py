@@ -1,0 +1,200 @@
+"""Nothing lost, nothing wrong, nothing silent: run folders, records, optimizer and growth edge cases.
+Each test here failed before its fix (see the closing note of the hardening issue)."""
+import json
+import math
+import os
+import stat
+
+import pytest
+import torch
+from torch import nn
+
+import growth
+from bench import cli
+from bench.config import make_spec, run_id
+from bench.models import build
+from bench.optim import SGD, rebuild_optimizer
+from bench.records import CHECKPOINT, HISTORY, LOCK, PREV_CHECKPOINT, RESULT, RunDir, RunDirError, read_json, write_json
+from bench.train import Diverged, run
+from growth.surgery import grow_model
+from growth.vt import VarianceTransfer
+from reports.build import build as build_report
+
+QUIET = dict(progress=False, log=lambda *a: None)
+
+
+def _smoke(tmp_path, cifar_dir, **kw):
+    return make_spec("smoke", data_dir=str(cifar_dir), out_dir=str(tmp_path), **kw)
+
+
+# -- divergence ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("method", ["large", "full"])
+def test_nan_loss_mid_epoch_fails_the_run_with_epoch_and_step(tmp_path, cifar_dir, monkeypatch, method):
+    """A loss forced to NaN at step 3 of epoch 2: the run stops as failed, names epoch and step, and
+    writes no result; history holds only finite, strict JSON."""
+    import bench.train as train
+
+    real = train.F.cross_entropy
+    calls = {"n": 0}
+
+    def poisoned(out, y, **kw):
+        loss = real(out, y, **kw)
+        if torch.is_grad_enabled() and out.requires_grad and out.device.type != "meta":
+            calls["n"] += 1
+            if calls["n"] == 8 + 3:  # smoke: 8 steps per epoch
+                return loss * float("nan")
+        return loss
+
+    monkeypatch.setattr(train.F, "cross_entropy", poisoned)
+    spec = _smoke(tmp_path, cifar_dir, method=method, epochs=2)
+    with pytest.raises(Diverged, match="epoch 2, step 3 of 8"):
+        run(spec, **QUIET)
+    rd = RunDir(tmp_path / run_id(spec))
+    assert not rd.complete and rd.state() == "failed"
+    assert "epoch 2, step 3" in read_json(rd.path / "failed.json")["reason"]
+    rows = [json.loads(line) for line in (rd.path / HISTORY).read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1]
+    assert not (rd.path / LOCK).exists()
+
+
+def test_records_are_strict_json(tmp_path):
+    write_json(tmp_path / "r.json", {"a": float("nan"), "b": [1.0, float("inf")]})
+    text = (tmp_path / "r.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text and json.loads(text) == {"a": None, "b": [1.0, None]}
+    (tmp_path / "bad.json").write_text('{"a": NaN}')
+    with pytest.raises(RunDirError, match="bad.json"):
+        read_json(tmp_path / "bad.json")
+
+
+def test_files_follow_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        write_json(tmp_path / "r.json", {})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "r.json").stat().st_mode) == 0o644
+
+
+# -- corrupt files ----------------------------------------------------------------------------------
+@pytest.fixture
+def two_epochs(tmp_path, cifar_dir):
+    spec = _smoke(tmp_path, cifar_dir, epochs=2)
+    result = run(spec, **QUIET)
+    return spec, RunDir(tmp_path / run_id(spec)), result
+
+
+@pytest.mark.parametrize("garbage", [b"", b"garbage", None])  # None: truncated to half
+def test_corrupt_checkpoint_is_set_aside_and_the_previous_one_resumes(two_epochs, garbage):
+    spec, rd, result = two_epochs
+    (rd.path / RESULT).unlink()  # as if killed after the last checkpoint
+    ck = rd.path / CHECKPOINT
+    ck.write_bytes(ck.read_bytes()[: ck.stat().st_size // 2] if garbage is None else garbage)
+    logs = []
+    again = run(spec, progress=False, log=logs.append)
+    assert any("checkpoint.pt is corrupt" in line and "moved to" in line for line in logs), logs
+    assert list(rd.path.glob("checkpoint.pt.corrupt-*"))  # kept, never deleted
+    assert any("resuming at epoch 1/2" in line for line in logs)  # from checkpoint.prev.pt
+    assert again["final_test_acc"] == result["final_test_acc"]
+
+
+@pytest.mark.parametrize("garbage", ["", "{not json", '{"final_test_acc": NaN}', "[]"])
+def test_corrupt_result_is_reported_then_rebuilt(two_epochs, garbage, capsys):
+    spec, rd, result = two_epochs
+    (rd.path / RESULT).write_text(garbage)
+    assert cli.main(["status", "--out-dir", spec.out_dir]) == 0
+    out = capsys.readouterr().out
+    assert "corrupt" in out and "result.json" in out
+    build_report(spec.out_dir, rd.path.parent / "report")  # the report lists it, does not crash
+    assert "corrupt: " in (rd.path.parent / "report" / "report.md").read_text()
+    logs = []
+    again = run(spec, progress=False, log=logs.append)
+    assert any("result.json" in line and "moved to" in line for line in logs)
+    assert again["final_test_acc"] == result["final_test_acc"] and rd.state() == "complete"
+
+
+def test_report_lists_corrupt_runs_and_keeps_the_rest(two_epochs, tmp_path):
+    spec, rd, _ = two_epochs
+    other = _smoke(tmp_path, tmp_path, seed=1)  # a second run folder, garbage
+    bad = tmp_path / run_id(other)
+    bad.mkdir()
+    (bad / "config.json").write_text("{")
+    made = build_report(tmp_path, tmp_path / "report")
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "corrupt" in report and "config.json" in report and run_id(other) in report
+    assert made["tables"]["main"].set_index("method").loc["large", "n"] == 1
+
+
+# -- one writer, the right config ------------------------------------------------------------------
+def test_lock_refuses_a_live_writer_and_takes_over_a_dead_one(tmp_path):
+    rd = RunDir(tmp_path / "r")
+    rd.lock(log=lambda *a: None)
+    with pytest.raises(RunDirError, match="being trained by pid"):
+        RunDir(tmp_path / "r").lock(log=lambda *a: None)
+    rd.unlock()
+    dead = os.fork()
+    if dead == 0:
+        os._exit(0)
+    os.waitpid(dead, 0)
+    (tmp_path / "r" / LOCK).write_text(json.dumps({"host": os.uname().nodename, "pid": dead, "since": "then"}))
+    (tmp_path / "r" / ".checkpoint.pt.x.tmp").write_bytes(b"half")
+    logs = []
+    RunDir(tmp_path / "r").lock(log=logs.append)
+    assert "taking over" in logs[0] and not (tmp_path / "r" / ".checkpoint.pt.x.tmp").exists()
+
+
+def test_resume_refuses_a_folder_made_for_another_config(two_epochs):
+    spec, rd, _ = two_epochs
+    (rd.path / RESULT).unlink()
+    cfg = json.loads((rd.path / "config.json").read_text())
+    cfg["lr"] = 50.0
+    (rd.path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(RunDirError, match=r"lr: 50.0 there, 0.05 here"):
+        run(spec, **QUIET)
+
+
+def test_previous_checkpoint_is_kept(two_epochs):
+    _, rd, _ = two_epochs
+    assert (rd.path / PREV_CHECKPOINT).is_file()
+    assert torch.load(rd.path / PREV_CHECKPOINT, weights_only=False)["loop"]["epoch"] == 1
+
+
+# -- growth, models, optimizer -----------------------------------------------------------------------
+def test_build_accepts_widths_that_growth_produces():
+    m = build("resnet20", num_classes=10, width_mult=0.25)
+    growth.grow(m, {"s1": 10}, rule="vt", generator=torch.Generator().manual_seed(0))
+    again = build("resnet20", num_classes=10, widths=m.widths)
+    again.load_state_dict(m.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(again.eval()(x), m.eval()(x))
+
+
+def test_bias_scales_with_its_layer_when_only_its_input_grows():
+    m = build("mlp", num_classes=10, widths={"h1": 8, "h2": 8})
+    bias, weight = m.fc2.bias.detach().clone(), m.fc2.weight.detach().clone()
+    grow_model(m, {"h1": 16, "h2": 8}, VarianceTransfer(torch.Generator().manual_seed(0), rescale_unnormalized=True), 1)
+    s = math.sqrt(8 / 16)
+    torch.testing.assert_close(m.fc2.weight.detach()[:, :8], weight * s)
+    torch.testing.assert_close(m.fc2.bias.detach(), bias * s)
+
+
+def test_sgd_leaves_the_gradient_alone():
+    p = nn.Parameter(torch.ones(3))
+    opt = SGD([p], lr=0.1, momentum=0.9, weight_decay=0.1, nesterov=True)
+    opt.multipliers = {p: torch.full((3,), 2.0)}
+    p.grad = torch.full((3,), 0.5)
+    opt.step()
+    assert torch.equal(p.grad, torch.full((3,), 0.5))
+
+
+def test_rebuild_keeps_param_groups_and_scheduler_keys():
+    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2))
+    opt = SGD([{"params": model[0].parameters()}, {"params": model[1].parameters(), "lr": 0.01,
+                                                    "weight_decay": 0.0}], lr=0.1, momentum=0.9, weight_decay=5e-4)
+    torch.optim.lr_scheduler.StepLR(opt, 5)  # adds initial_lr to every group
+    before = dict(model.named_parameters())
+    model[1].weight = nn.Parameter(torch.zeros(3, 4))  # a replaced parameter
+    new = rebuild_optimizer(opt, before, model)
+    assert len(new.param_groups) == 2
+    assert new.param_groups[1]["lr"] == 0.01 and new.param_groups[1]["weight_decay"] == 0.0
+    assert "initial_lr" in new.param_groups[0]
+    assert any(p is model[1].weight for p in new.param_groups[1]["params"])
