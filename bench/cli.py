@@ -211,30 +211,25 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+# what a user can cause ends in one line: (exception, prefix, exit status), first match wins
+ERRORS = ((ConfigError, "config error: ", 2), (DataError, "data error: ", 1), (RunDirError, "run directory error: ", 1),
+          (Diverged, "diverged: ", 1), (Interrupted, "", 130))
+WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+
+
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.fn(args)
-    except ConfigError as e:
-        print(f"config error: {e}", file=sys.stderr)
-        return 2
-    except DataError as e:
-        print(f"data error: {e}", file=sys.stderr)
-        return 1
-    except RunDirError as e:
-        print(f"run directory error: {e}", file=sys.stderr)
-        return 1
-    except Diverged as e:
-        print(f"diverged: {e}", file=sys.stderr)
-        return 1
-    except Interrupted as e:
-        print(str(e), file=sys.stderr)
-        return 130
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except OSError as e:
-        if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM):
+    except (*(e for e, _, _ in ERRORS), KeyboardInterrupt, OSError) as e:
+        for kind, prefix, status in ERRORS:
+            if isinstance(e, kind):
+                print(f"{prefix}{e}", file=sys.stderr)
+                return status
+        if isinstance(e, KeyboardInterrupt):
+            print("interrupted", file=sys.stderr)
+            return 130
+        if e.errno not in WRITE_ERRNOS:
             raise
         print(f"write error: {e.filename or ''}: {e.strerror}", file=sys.stderr)
         return 1

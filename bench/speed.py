@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import platform
+import statistics
 import time
 from dataclasses import dataclass, field
 
@@ -59,6 +60,8 @@ class SpeedReport:
     stage_flop_share: list[float] = field(default_factory=list)  # per-image FLOPs of a stage / the full model's
     stage_activation_share: list[float] = field(default_factory=list)  # the same for activation elements
     compile_seconds: list[float] = field(default_factory=list)  # per stage, with spec.compile: first step's seconds
+    grown_rounds: list[list[float]] = field(default_factory=list)  # per stage, the step time of every round
+    fresh_rounds: list[list[float]] = field(default_factory=list)
     mode: str = ""  # resolved precision / memory format, e.g. bf16/cl
     fingerprint: dict = field(default_factory=dict)  # the hardware (bench/hardware.py): baselines are keyed by it
 
@@ -72,10 +75,26 @@ class SpeedReport:
         return sum(self.stage_epochs) * self.full_steps_per_epoch * self.full_step_seconds
 
     @property
+    def grown_vs_fresh(self) -> list[float]:
+        """Per stage, the median over rounds of the grown model's step time over its fresh twin's,
+        measured back to back: what growth surgery costs a step, with the machine's drift cancelled."""
+        return [statistics.median(g / f for g, f in zip(gr, fr)) for gr, fr in zip(self.grown_rounds, self.fresh_rounds)]
+
+    @property
     def stage_rel_step_time(self) -> list[float]:
-        """Each stage's step time relative to the fresh full-width model's, both measured interleaved
-        (min over rounds): steadier than against the large model's one measurement before them."""
-        return [t / self.fresh_step_seconds[-1] for t in self.stage_step_seconds]
+        """Each stage's step time relative to the fresh full-width model's in the same round (median over
+        rounds): steadier than against the large model's one measurement before all others."""
+        full = self.fresh_rounds[-1]
+        return [statistics.median(g / f for g, f in zip(gr, full)) for gr in self.grown_rounds]
+
+    @property
+    def interleaved_speedup(self) -> float:
+        """The grown schedule against the full-width model measured interleaved with the stages, from
+        per-round ratios (median): the drift-robust speed-up the gate checks (``speedup`` is what a
+        whole run sees, against the large model measured alone)."""
+        full_time = sum(self.stage_epochs) * self.full_steps_per_epoch * (self.full_batch / self.stage_batch[-1])
+        grown = sum(e * s * r for e, s, r in zip(self.stage_epochs, self.steps_per_epoch, self.stage_rel_step_time))
+        return full_time / grown
 
     @property
     def speedup(self) -> float:
@@ -92,6 +111,8 @@ class SpeedReport:
     def as_dict(self) -> dict:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__}
         d.update(grown_seconds=self.grown_seconds, large_seconds=self.large_seconds, speedup=self.speedup,
+                 interleaved_speedup=self.interleaved_speedup, grown_vs_fresh=self.grown_vs_fresh,
+                 stage_rel_step_time=self.stage_rel_step_time,
                  flop_ideal_speedup=self.flop_ideal_speedup, memory_ideal_speedup=self.memory_ideal_speedup,
                  efficiency=self.speedup / self.flop_ideal_speedup)
         return d
@@ -177,29 +198,34 @@ def measure(spec: RunSpec, rounds: int = 5, steps: int = 10, warmup: int = 3, th
         growth_s.append(time.perf_counter() - t0)
         first_s.append(_steps(m, o, *data[t], spec, device, 1))
         grown.append((m, o))
-    # with spec.compile: one compiled graph per model; the first step compiles (its own column)
-    runs = [(compile_model(m, spec), o, x, 2 if i == slow_stage else 1)
-            for i, ((m, o), x) in enumerate(zip(grown, data))]
-    runs += [(compile_model(m, spec), o, x, 1) for i, ((m, o), x) in enumerate(zip(fresh, data)) if i > 0]
+    # with spec.compile: one compiled graph per model; the first step compiles (its own column).
+    # Each stage's grown model is stepped right before its fresh twin, so that their ratio, taken
+    # per round, cancels the drift of a shared machine (bursts of another process's load)
+    pairs = [(g, f, x, i) for i, (g, f, x) in enumerate(zip(grown, fresh, data))]
+    runs = [(compile_model(m, spec), o, x, 2 if i == slow_stage and not is_fresh else 1)
+            for g, f, x, i in pairs for is_fresh, (m, o) in ((False, g), (True, f)) if not (is_fresh and i == 0)]
     compile_s = []
     for m, o, (x, y), _ in runs:  # warm-up, off the clock
         first = _steps(m, o, x, y, spec, device, 1)
         if spec.compile:
             compile_s.append(first)
         _steps(m, o, x, y, spec, device, warmup)
-    best = [float("inf")] * len(runs)
+    per_round = [[] for _ in runs]
     for _ in range(rounds):  # interleaved: drift on a shared machine hits every model alike
         for i, (m, o, (x, y), slowdown) in enumerate(runs):
-            best[i] = min(best[i], _steps(m, o, x, y, spec, device, steps, slowdown))
+            per_round[i].append(_steps(m, o, x, y, spec, device, steps, slowdown))
+    grown_rounds = [per_round[0]] + [per_round[2 * i - 1] for i in range(1, len(grown))]
+    fresh_rounds = [per_round[0]] + [per_round[2 * i] for i in range(1, len(grown))]
     n = len(sched.widths)
     return SpeedReport(
         arch=spec.arch, device=str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
         threads=torch.get_num_threads(), stage_batch=stage_batch, stage_widths=[dict(w) for w in sched.widths],
-        stage_step_seconds=best[:n], fresh_step_seconds=best[:1] + best[n:],
+        stage_step_seconds=[min(r) for r in grown_rounds], fresh_step_seconds=[min(r) for r in fresh_rounds],
+        grown_rounds=grown_rounds, fresh_rounds=fresh_rounds,
         stage_epochs=[e - s for s, e in zip(starts, ends)],
         steps_per_epoch=[n_train // b for b in stage_batch], full_step_seconds=full_t,
         full_steps_per_epoch=n_train // full_b, full_batch=full_b, growth_seconds=growth_s, first_step_seconds=first_s,
-        compile_seconds=compile_s[:n], cost_fraction=cost_fraction(spec, sched),
+        compile_seconds=[compile_s[0]] + compile_s[1::2] if compile_s else [], cost_fraction=cost_fraction(spec, sched),
         activation_fraction=activation_fraction(spec, sched), mode=mode_label(spec), fingerprint=fingerprint(device, mode_label(spec)),
         stage_flop_share=[step_flops(spec.arch, w, k, size, 1) / step_flops(spec.arch, full_w, k, size, 1)
                           for w in sched.widths],
@@ -213,6 +239,7 @@ def precision_table(archs: list[str], batch: int = 64, steps: int = 5, threads: 
     from bench.config import make_spec
 
     torch.set_num_threads(threads)
+    cpu = torch.device("cpu")
     modes = [("fp32", False), ("fp32", True), ("bf16", False), ("bf16", True)]
     lines = ["| arch | " + " | ".join(f"{p} {'channels_last' if cl else 'NCHW'}" for p, cl in modes) + " |",
              "|---|" + "---:|" * len(modes)]
@@ -221,21 +248,21 @@ def precision_table(archs: list[str], batch: int = 64, steps: int = 5, threads: 
         for precision, cl in modes:
             spec = make_spec("quick", arch=arch, device="cpu", precision=precision, channels_last=cl,
                              channels_last_align=0, batch_size=batch)
-            m, o = _trainable(spec, scaled_widths(arch, 1.0), torch.device("cpu"))
-            x, y = _batch(batch, "cpu", image_size(spec), NUM_CLASSES[spec.dataset], cl)
-            _steps(m, o, x, y, spec, "cpu", 2)
-            cells.append(min(_steps(m, o, x, y, spec, "cpu", 1) for _ in range(steps)))
+            m, o = _trainable(spec, scaled_widths(arch, 1.0), cpu)
+            x, y = _batch(batch, cpu, image_size(spec), NUM_CLASSES[spec.dataset], cl)
+            _steps(m, o, x, y, spec, cpu, 2)
+            cells.append(min(_steps(m, o, x, y, spec, cpu, 1) for _ in range(steps)))
         lines.append(f"| {arch} | " + " | ".join(f"{t * 1e3:.0f} ms" for t in cells) + " |")
     return "\n".join(lines)
 
 
 def table(r: SpeedReport) -> str:
     lines = [f"{r.arch} on {r.device} ({r.threads} thread(s), {r.mode}); step time min over rounds; "
-             "grown/fresh: the grown model's step against a fresh model's at the same widths",
+             "grown/fresh: the grown model's step over a fresh model's at the same widths (median of per-round ratios)",
              "stage  epochs  batch  step_ms  grown/fresh  steps/ep  time/image vs large  FLOPs vs full  activations vs full"]
     for i, (e, b, t, s) in enumerate(zip(r.stage_epochs, r.stage_batch, r.stage_step_seconds, r.steps_per_epoch)):
         per_image = (t / b) / (r.full_step_seconds / r.full_batch)
-        lines.append(f"{i:5d}  {e:6d}  {b:5d}  {t * 1e3:7.2f}  {t / r.fresh_step_seconds[i]:11.3f}  {s:8d}  "
+        lines.append(f"{i:5d}  {e:6d}  {b:5d}  {t * 1e3:7.2f}  {r.grown_vs_fresh[i]:11.3f}  {s:8d}  "
                      f"{per_image:19.3f}  {r.stage_flop_share[i]:13.3f}  {r.stage_activation_share[i]:19.3f}")
     lines.append(f"large: {r.full_step_seconds * 1e3:.2f} ms/step x {r.full_steps_per_epoch} steps")
     if r.compile_seconds:
@@ -243,6 +270,8 @@ def table(r: SpeedReport) -> str:
                      + f"; {sum(r.compile_seconds):.1f} s in all, not in the predicted times")
     lines.append(f"growth steps: {sum(r.growth_seconds):.3f} s in all; first step after growth: "
                  f"{max(r.first_step_seconds, default=0) * 1e3:.1f} ms at most")
+    lines.append(f"against the full-width model stepped with the stages (per-round ratios, what the gate checks): "
+                 f"{r.interleaved_speedup:.3f}x")
     lines.append(f"predicted: grown {r.grown_seconds:.1f} s, large {r.large_seconds:.1f} s -> speed-up "
                  f"{r.speedup:.3f}x; FLOP-ideal {r.flop_ideal_speedup:.3f}x (cost {r.cost_fraction:.4f}); "
                  f"efficiency {r.speedup / r.flop_ideal_speedup:.3f}; memory-bound ideal "
@@ -279,16 +308,17 @@ COST_CASES = [("quick", "resnet20", "cifar10"), ("quick", "vgg11", "cifar10"), (
 # small sizes for the measured gate: seconds on a 2-core CPU; precision and memory format resolve
 # for the hardware (auto), so the measured ratios belong to the hardware's fingerprint
 CI_SPEED = {"preset": "quick", "archs": ("resnet20", "vgg11"), "batch_size": 32, "rounds": 5, "steps": 5}
-# Tolerances against a stored entry. On the Xeon, three gate runs in a row gave ResNet-20
-# speed-ups of 1.179, 1.213 and 1.225 (+-2 %) and VGG-11 1.629, 1.658, 1.654; a single tiny stage
-# moves more (its steps last a few ms, dominated by Python and allocator overhead that another
-# process's cache traffic disturbs). 50 % per stage and 15 % on the speed-up stay well clear of
-# that noise, while doubling one grown stage's work (+100 % on that stage) fails at once.
+# Tolerances against a stored entry. Both checked numbers come from per-round ratios of models
+# stepped in the same rounds (median over rounds), which cancels most of a shared machine's drift;
+# what is left: on the Xeon, three gate runs gave ResNet-20 1.179, 1.213, 1.225; on the 2-core AMD
+# EPYC VM, back-to-back runs gave 1.273 and 1.140 (-10 %), and a single stage's relative time moved
+# by up to 30 % (stage 7: 0.93 and 1.20). 20 % on the speed-up and 50 % per stage stay clear of that,
+# while doubling one grown stage's work (+100 % on that stage) fails at once.
 STAGE_TOLERANCE = 0.50
-SPEEDUP_TOLERANCE = 0.15
+SPEEDUP_TOLERANCE = 0.20
 # Checks that need no stored number, on any hardware: a grown model steps as fast as a model built
-# fresh at the same widths (measured interleaved in the same process: 0.9-1.1 on the CPUs we ran;
-# a doubled stage gives 2), and the grown schedule is faster than the large model.
+# fresh at the same widths (stepped back to back, median of per-round ratios: 0.90-1.03 on the CPUs
+# we ran; a doubled stage gives 2), and the grown schedule is faster than the full-width model.
 GROWN_TOLERANCE = 0.40
 MIN_SPEEDUP = 1.0
 UPDATE_HINT = "python -m bench gate --update"
@@ -326,13 +356,13 @@ def check_invariants(reports: dict[str, SpeedReport]) -> list[str]:
     """The checks that hold on any hardware, against the same run's own measurements."""
     errors = []
     for arch, r in reports.items():
-        if r.speedup <= MIN_SPEEDUP:
-            errors.append(f"{arch}: the grown schedule is not faster than the large model: predicted speed-up "
-                          f"{r.speedup:.3f}x <= {MIN_SPEEDUP}x ({r.mode})")
-        for i, (grown, fresh) in enumerate(zip(r.stage_step_seconds, r.fresh_step_seconds)):
-            if grown > fresh * (1 + GROWN_TOLERANCE):
+        if r.interleaved_speedup <= MIN_SPEEDUP:
+            errors.append(f"{arch}: the grown schedule is not faster than the full-width model measured with it: "
+                          f"predicted speed-up {r.interleaved_speedup:.3f}x <= {MIN_SPEEDUP}x ({r.mode})")
+        for i, ratio in enumerate(r.grown_vs_fresh):
+            if ratio > 1 + GROWN_TOLERANCE:
                 errors.append(f"{arch}: stage {i} (widths {r.stage_widths[i]}): the grown model's step takes "
-                              f"{grown / fresh:.2f}x a fresh model's at the same widths (limit {1 + GROWN_TOLERANCE:.2f}x)")
+                              f"{ratio:.2f}x a fresh model's at the same widths (limit {1 + GROWN_TOLERANCE:.2f}x)")
     return errors
 
 
@@ -352,11 +382,11 @@ def check_speed(reports: dict[str, SpeedReport], entry: dict) -> list[str]:
         if base is None:
             errors.append(f"speed-up of {arch} has no baseline in this hardware's entry of {BASELINE_FILE}; {hint}")
             continue
-        floor = base["speedup"] * (1 - SPEEDUP_TOLERANCE)
-        if r.speedup < floor:
-            errors.append(f"{arch}: measured speed-up of the grown schedule over the large model {r.speedup:.3f}x is "
-                          f"below its baseline {base['speedup']:.3f}x - {SPEEDUP_TOLERANCE:.0%} ({floor:.3f}x) in "
-                          f"{BASELINE_FILE}; {hint}")
+        floor = base["interleaved_speedup"] * (1 - SPEEDUP_TOLERANCE)
+        if r.interleaved_speedup < floor:
+            errors.append(f"{arch}: measured speed-up of the grown schedule over the full-width model "
+                          f"{r.interleaved_speedup:.3f}x is below its baseline {base['interleaved_speedup']:.3f}x - "
+                          f"{SPEEDUP_TOLERANCE:.0%} ({floor:.3f}x) in {BASELINE_FILE}; {hint}")
         for i, (now, then) in enumerate(zip(r.stage_rel_step_time, base["stage_rel_step_time"])):
             if now > then * (1 + STAGE_TOLERANCE):
                 errors.append(f"{arch}: stage {i} (widths {r.stage_widths[i]}) step time is {now:.3f} of the full "
@@ -367,7 +397,8 @@ def check_speed(reports: dict[str, SpeedReport], entry: dict) -> list[str]:
 def new_entry(reports: dict[str, SpeedReport], note: str = "") -> dict:
     fp = next(iter(reports.values())).fingerprint
     return {"fingerprint": fp, "note": note, "settings": CI_SPEED,
-            "speed": {a: {"speedup": r.speedup, "flop_ideal_speedup": r.flop_ideal_speedup,
+            "speed": {a: {"interleaved_speedup": r.interleaved_speedup, "speedup": r.speedup,
+                          "flop_ideal_speedup": r.flop_ideal_speedup,
                           "stage_rel_step_time": r.stage_rel_step_time}
                       for a, r in reports.items()}}
 

@@ -198,3 +198,76 @@ def test_rebuild_keeps_param_groups_and_scheduler_keys():
     assert new.param_groups[1]["lr"] == 0.01 and new.param_groups[1]["weight_decay"] == 0.0
     assert "initial_lr" in new.param_groups[0]
     assert any(p is model[1].weight for p in new.param_groups[1]["params"])
+
+
+def test_growth_signal_that_goes_non_finite_fails_as_diverged():
+    from types import SimpleNamespace
+
+    from bench.train import grow
+
+    class Singular:
+        def before_epoch(self, ctx):
+            raise torch.linalg.LinAlgError("linalg.svd: The algorithm failed to converge because the input matrix "
+                                           "contained non-finite values.")
+
+    class NanWeights:
+        def before_epoch(self, ctx):
+            with torch.no_grad():
+                ctx.model.fc1.weight[0, 0] = float("nan")
+            return object()
+
+    ctx = SimpleNamespace(epoch=4, model=build("mlp", num_classes=10, widths={"h1": 4, "h2": 4}))
+    with pytest.raises(Diverged, match="growth before epoch 5 failed: linalg.svd"):
+        grow(Singular(), ctx)
+    with pytest.raises(Diverged, match="growth before epoch 5 produced non-finite weights"):
+        grow(NanWeights(), ctx)
+
+
+def test_ctrl_c_says_where_and_how_to_resume(tmp_path, cifar_dir):
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, "-m", "bench", "run", "--preset", "smoke", "--epochs", "40", "--data-dir", str(cifar_dir),
+           "--out-dir", str(tmp_path), "--progress", "off", "--threads", "1"]
+    proc = subprocess.Popen(cmd, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not list(tmp_path.glob("*/checkpoint.pt")) and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1].endswith("run the same command to resume") and "interrupted in epoch" in err
+    run_dir = next(tmp_path.iterdir())
+    assert RunDir(run_dir).state() == "partial" and not (run_dir / LOCK).exists()
+
+
+def test_failed_report_build_keeps_the_previous_report(two_epochs, monkeypatch):
+    from reports import tables
+
+    spec, rd, _ = two_epochs
+    out = rd.path.parent / "report"
+    build_report(spec.out_dir, out)
+    before = (out / "report.md").read_text()
+    monkeypatch.setattr(tables, "main_table", lambda runs: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        build_report(spec.out_dir, out)
+    assert (out / "report.md").read_text() == before
+    assert [p.name for p in out.parent.iterdir() if p.name.startswith(".report")] == []  # no half-built folder
+    assert rd.complete
+
+
+def test_full_disk_is_one_line(tmp_path, cifar_dir, monkeypatch, capsys):
+    import errno
+
+    def full(self, state):
+        raise OSError(errno.ENOSPC, "No space left on device", str(self.path / CHECKPOINT))
+
+    monkeypatch.setattr(RunDir, "save_checkpoint", full)
+    rc = cli.main(["run", "--preset", "smoke", "--epochs", "1", "--data-dir", str(cifar_dir), "--out-dir",
+                   str(tmp_path), "--progress", "off"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and len(err) == 1 and "No space left on device" in err[0] and "checkpoint.pt" in err[0]

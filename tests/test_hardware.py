@@ -112,3 +112,12 @@ def test_reports_never_mix_precisions_or_hardware(tmp_path):
     sp = tables.speedups(runs)
     full = sp[sp.method == "full"].iloc[0]
     assert pd.isna(full.speedup)  # the only fp32 large run ran on another CPU: no speed-up
+
+
+def test_precision_table_times_every_mode():
+    from bench.speed import precision_table
+
+    table = precision_table(["mlp"], batch=4, steps=1)
+    header, _, row = table.splitlines()
+    assert header.count("|") == 6 and "bf16 channels_last" in header and row.startswith("| mlp |")
+    assert row.count(" ms") == 4

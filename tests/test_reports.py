@@ -115,3 +115,25 @@ def test_wallclock_table_by_hand():
     assert wall.loc["large", "speedup"] == "1.000x" and wall.loc["full", "speedup"] == "1.250x"
     assert wall.loc["full+ba", "speedup"] == "2.000x" and wall.loc["full+ba", "train_seconds"] == "50.0"
     assert wall.loc["full", "acc"] == "69.00" and wall.loc["full+ba", "paper_speedup"] == "1.7x"
+
+
+def test_runs_group_by_config_minus_seed(tmp_path):
+    """Two seeds at lr 0.05 are one cell; a run at lr 50 is a row of its own that names the field."""
+    from reports.load import load_runs
+
+    for name, seed, lr, acc in (("a", 0, 0.05, 0.70), ("b", 1, 0.05, 0.72), ("c", 0, 50.0, 0.10)):
+        d = tmp_path / name
+        d.mkdir()
+        config = {"method": "large", "arch": "resnet20", "dataset": "cifar10", "seed": seed, "epochs": 15,
+                  "train_subset": 10000, "precision": "fp32", "lr": lr, "out_dir": str(tmp_path / name)}
+        result = {"config_hash": name * 10, "data_source": "CIFAR-10, JPEG q75 copy", "final_test_acc": acc,
+                  "best_test_acc": acc, "final_params": 1, "environment": {"device_name": "cpu"},
+                  "times": {"train_seconds": 1.0, "growth_seconds": 0.0, "total_seconds": 1.0},
+                  "flops": {"train_cost_fraction": 1.0, "train_with_overhead": 1, "large_train": 1},
+                  "mode": {"precision": "fp32", "channels_last": False, "compile": False, "deterministic": False}}
+        (d / "config.json").write_text(json.dumps(config))
+        (d / "result.json").write_text(json.dumps(result))
+    runs, _, _ = load_runs(tmp_path)
+    main = tables.main_table(runs).set_index("method")
+    assert main.loc["large", "acc"] == "71.00 +- 1.41" and main.loc["large", "n"] == 2
+    assert main.loc["large [lr=50.0]", "acc"].startswith("10.00") and main.loc["large [lr=50.0]", "n"] == 1
