@@ -201,22 +201,24 @@ def measure(spec: RunSpec, rounds: int = 5, steps: int = 10, warmup: int = 3, th
     # with spec.compile: one compiled graph per model; the first step compiles (its own column).
     # Each stage's grown model is stepped right before its fresh twin, so that their ratio, taken
     # per round, cancels the drift of a shared machine (bursts of another process's load)
-    pairs = [(g, f, x, i) for i, (g, f, x) in enumerate(zip(grown, fresh, data))]
-    runs = [(compile_model(m, spec), o, x, 2 if i == slow_stage and not is_fresh else 1)
-            for g, f, x, i in pairs for is_fresh, (m, o) in ((False, g), (True, f)) if not (is_fresh and i == 0)]
+    n = len(sched.widths)
+    order = [(0, False)] + [(i, is_fresh) for i in range(1, n) for is_fresh in (False, True)]  # stage 0 has no twin
+    runs = []
+    for i, is_fresh in order:
+        m, o = (fresh if is_fresh else grown)[i]
+        runs.append((compile_model(m, spec), o, data[i], 2 if i == slow_stage and not is_fresh else 1))
     compile_s = []
-    for m, o, (x, y), _ in runs:  # warm-up, off the clock
+    for (m, o, (x, y), _), (_, is_fresh) in zip(runs, order):  # warm-up, off the clock
         first = _steps(m, o, x, y, spec, device, 1)
-        if spec.compile:
+        if spec.compile and not is_fresh:  # the grown models' compile seconds, one per stage
             compile_s.append(first)
         _steps(m, o, x, y, spec, device, warmup)
     per_round = [[] for _ in runs]
     for _ in range(rounds):  # interleaved: drift on a shared machine hits every model alike
         for i, (m, o, (x, y), slowdown) in enumerate(runs):
             per_round[i].append(_steps(m, o, x, y, spec, device, steps, slowdown))
-    grown_rounds = [per_round[0]] + [per_round[2 * i - 1] for i in range(1, len(grown))]
-    fresh_rounds = [per_round[0]] + [per_round[2 * i] for i in range(1, len(grown))]
-    n = len(sched.widths)
+    grown_rounds = [t for t, (_, is_fresh) in zip(per_round, order) if not is_fresh]
+    fresh_rounds = per_round[:1] + [t for t, (_, is_fresh) in zip(per_round, order) if is_fresh]
     return SpeedReport(
         arch=spec.arch, device=str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
         threads=torch.get_num_threads(), stage_batch=stage_batch, stage_widths=[dict(w) for w in sched.widths],
@@ -225,7 +227,7 @@ def measure(spec: RunSpec, rounds: int = 5, steps: int = 10, warmup: int = 3, th
         stage_epochs=[e - s for s, e in zip(starts, ends)],
         steps_per_epoch=[n_train // b for b in stage_batch], full_step_seconds=full_t,
         full_steps_per_epoch=n_train // full_b, full_batch=full_b, growth_seconds=growth_s, first_step_seconds=first_s,
-        compile_seconds=[compile_s[0]] + compile_s[1::2] if compile_s else [], cost_fraction=cost_fraction(spec, sched),
+        compile_seconds=compile_s, cost_fraction=cost_fraction(spec, sched),
         activation_fraction=activation_fraction(spec, sched), mode=mode_label(spec), fingerprint=fingerprint(device, mode_label(spec)),
         stage_flop_share=[step_flops(spec.arch, w, k, size, 1) / step_flops(spec.arch, full_w, k, size, 1)
                           for w in sched.widths],

@@ -78,6 +78,8 @@ def test_env_command_prints_the_resolution(capsys):
 
 
 def test_fingerprint_names_the_isa_cap(monkeypatch):
+    for var in hardware.ISA_CAPS:
+        monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
     fp = hardware.fingerprint(CPU, "fp32/cl")
     assert fp["isa_cap"] == "ONEDNN_MAX_CPU_ISA=AVX2" and fp["device"] == "cpu" and fp["torch"]
