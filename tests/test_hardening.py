@@ -170,6 +170,7 @@ def test_build_accepts_widths_that_growth_produces():
 
 def test_bias_scales_with_its_layer_when_only_its_input_grows():
     m = build("mlp", num_classes=10, widths={"h1": 8, "h2": 8})
+    nn.init.normal_(m.fc2.bias)  # init leaves biases at 0, where scaling cannot show
     bias, weight = m.fc2.bias.detach().clone(), m.fc2.weight.detach().clone()
     grow_model(m, {"h1": 16, "h2": 8}, VarianceTransfer(torch.Generator().manual_seed(0), rescale_unnormalized=True), 1)
     s = math.sqrt(8 / 16)
