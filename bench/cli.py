@@ -166,9 +166,10 @@ def cmd_status(args) -> int:
         return 0
     for r in rows:
         extra = (f"acc {r['final_test_acc']:.4f}  {r['total_seconds']:.0f}s" if r["state"] == "complete"
-                 else f"{r.get('epochs_done', 0)} epochs done" if r["state"] == "partial" else r.get("reason", ""))
+                 else f"{r.get('epochs_done', 0)} epochs done" if r["state"] in ("partial", "running")
+                 else r.get("reason", ""))
         print(f"{r['state']:9s} {r['run_id']}  {extra}")
-    counts = {s: sum(r["state"] == s for r in rows) for s in ("complete", "partial", "failed", "corrupt")}
+    counts = {s: sum(r["state"] == s for r in rows) for s in ("complete", "running", "partial", "failed", "corrupt")}
     print(", ".join(f"{v} {k}" for k, v in counts.items()))
     return 0
 

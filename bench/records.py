@@ -123,6 +123,8 @@ class RunDir:
             except RunDirError:
                 return "corrupt"
             return "complete"
+        if self.holder() is not None:
+            return "running"
         if (self.path / FAILED).is_file():
             return "failed"
         if self.partial:
@@ -130,6 +132,15 @@ class RunDir:
         return "empty" if self.path.is_dir() else "absent"
 
     # -- one writer ---------------------------------------------------------------------------
+    def holder(self) -> dict | None:
+        """The lock's content when a live process on this host holds it, else None."""
+        try:
+            held = json.loads((self.path / LOCK).read_text())
+        except (OSError, ValueError):
+            return None
+        alive = held.get("host") == socket.gethostname() and isinstance(held.get("pid"), int) and _pid_alive(held["pid"])
+        return held if alive else None
+
     def lock(self, log=print) -> None:
         """Claim the run directory (``lock`` created exclusively: host, pid, time). A lock left by a
         process that no longer runs on this host is taken over, with a message; a live one raises."""
@@ -263,7 +274,7 @@ def scan(out_dir: str | Path) -> list[dict]:
                 row.update(final_test_acc=res["final_test_acc"], total_seconds=res["times"]["total_seconds"])
             elif row["state"] == "corrupt":
                 rd.result()  # raises with the reason
-            elif row["state"] == "partial":
+            elif row["state"] in ("partial", "running"):
                 hist = cfg.parent / HISTORY
                 row["epochs_done"] = len(hist.read_text().splitlines()) if hist.exists() else 0
             elif row["state"] == "failed":

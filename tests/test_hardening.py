@@ -128,6 +128,7 @@ def test_report_lists_corrupt_runs_and_keeps_the_rest(two_epochs, tmp_path):
 def test_lock_refuses_a_live_writer_and_takes_over_a_dead_one(tmp_path):
     rd = RunDir(tmp_path / "r")
     rd.lock(log=lambda *a: None)
+    assert rd.state() == "running"
     with pytest.raises(RunDirError, match="being trained by pid"):
         RunDir(tmp_path / "r").lock(log=lambda *a: None)
     rd.unlock()
