@@ -132,13 +132,12 @@ class Diverged(RuntimeError):
 def train_epoch(step_model, model: nn.Module, optimizer: SGD, loader, spec: RunSpec, epoch: int,
                 device: torch.device, bar=None, step_hook=None, first_step: list | None = None) -> tuple[float, float]:
     """One epoch of training steps; returns (mean training loss, last LR). ``step_model`` is
-    ``model`` or its compiled wrapper. The loss is summed on the device: no host sync per step; the
-    first step whose loss is not finite is kept on the device too, and raises Diverged at the end.
+    ``model`` or its compiled wrapper. Each step's loss is stored on the device (no host sync per
+    step, and no more work than summing it); at the end the first non-finite one raises Diverged.
     If ``first_step`` is a list, the seconds of the first step are appended to it (compilation)."""
     model.train()
     steps = len(loader)
-    loss_sum = torch.zeros((), device=device)
-    bad_step = torch.full((), -1, device=device, dtype=torch.long)
+    losses = torch.empty(steps, device=device)
     lr = lr_at(spec, epoch)
     t_first = time.perf_counter()
     for i, (x, y) in enumerate(loader):
@@ -152,16 +151,18 @@ def train_epoch(step_model, model: nn.Module, optimizer: SGD, loader, spec: RunS
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        loss_sum += loss.detach()
-        bad_step = torch.where((bad_step < 0) & ~torch.isfinite(loss.detach()), i, bad_step)
+        losses[i] = loss.detach()
         if first_step is not None and i == 0:
             synchronize(device)
             first_step.append(time.perf_counter() - t_first)
         if bar is not None:
             bar.update()
-    if (bad := int(bad_step.item())) >= 0:
-        raise Diverged(f"training loss not finite at epoch {epoch + 1}, step {bad + 1} of {steps} (lr {lr_at(spec, epoch + bad / steps):.4g})")
-    return loss_sum.item() / steps, lr
+    mean = losses.mean().item()
+    if not math.isfinite(mean):
+        bad = int((~torch.isfinite(losses)).nonzero()[0])
+        raise Diverged(f"training loss not finite at epoch {epoch + 1}, step {bad + 1} of {steps} "
+                       f"(lr {lr_at(spec, epoch + bad / steps):.4g})")
+    return mean, lr
 
 
 def grow(method, ctx):
