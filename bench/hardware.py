@@ -132,7 +132,8 @@ def resolve_channels_last(requested, precision: str, device: torch.device) -> tu
 def resolve_align(requested, precision: str, channels_last: bool, device: torch.device) -> tuple[int, str]:
     if requested != AUTO:
         return int(requested), "asked for"
-    amx = device.type == "cpu" and "amx" in onednn_probe()["bf16_kernel"]
+    probe = onednn_probe()
+    amx = device.type == "cpu" and ("amx" in probe["bf16_kernel"] or "AMX" in probe["isa"])
     if channels_last and precision == "bf16" and amx:
         return 16, "auto: AMX bf16 channels_last kernels are slow at widths not a multiple of 16"
     return 0, "auto: channels_last at every width"

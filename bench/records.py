@@ -32,7 +32,8 @@ class RunDirError(RuntimeError):
     """A run directory that cannot be used as asked; the message is one line naming the file."""
 
 
-def _umask() -> int:
+def umask() -> int:
+    """The process's umask (reading it means setting it: set it straight back)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask
@@ -46,7 +47,7 @@ def _atomic_write(path: Path, write, keep_previous: Path | None = None) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600
+        os.chmod(tmp, 0o666 & ~umask())  # mkstemp creates 0600
         if keep_previous is not None and path.exists():
             os.replace(path, keep_previous)
         os.replace(tmp, path)

@@ -8,6 +8,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from bench.records import umask
 from reports import figures, tables
 from reports.load import load_runs
 
@@ -56,7 +57,7 @@ def build(results_dir: str | Path, out_dir: str | Path) -> dict:
     try:
         made = _build(results_dir, tmp)
         (tmp / MARKER).write_text("built by python -m reports; replaced by the next build\n")
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it 0700: a shared folder's readers need the umask's mode
+        os.chmod(tmp, 0o777 & ~umask())  # mkdtemp makes it 0700: a shared folder's readers need the umask's mode
         old = out.parent / f".{out.name}.old.{os.getpid()}"
         if out.exists():
             out.rename(old)
@@ -67,12 +68,6 @@ def build(results_dir: str | Path, out_dir: str | Path) -> dict:
         raise
     made["figures"] = [out / "figures" / p.name for p in made["figures"]]
     return made
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _build(results_dir: Path, out: Path) -> dict:
