@@ -276,7 +276,8 @@ def _merge(base: dict, over: dict) -> dict:
 
 
 def make_spec(preset: str | None = None, **overrides: Any) -> RunSpec:
-    """Resolve a RunSpec: dataclass defaults <- preset <- preset's per-dataset block <- overrides.
+    """Resolve a RunSpec: dataclass defaults <- preset <- preset's per-dataset block <- its per-arch
+    block <- overrides.
 
     Overrides may use dotted names for nested sections (``**{"growth.p_c": 0.3}``)."""
     from bench import methods  # the method must be registered; imported late to avoid a cycle
@@ -290,9 +291,13 @@ def make_spec(preset: str | None = None, **overrides: Any) -> RunSpec:
             raise ConfigError(f"preset: {preset!r} not accepted; accepted values: {', '.join(presets)}")
         p = dict(presets[preset])
         per_dataset = p.pop("datasets", {}) or {}
+        per_arch = p.pop("archs", {}) or {}
         values = _merge(values, p)
         dataset = over.get("dataset", values.get("dataset", RunSpec.dataset))
         values = _merge(values, per_dataset.get(dataset, {}))
+        # an architecture's training recipe (LR, warm-up), shared by every method that trains it
+        arch = over.get("arch", values.get("arch", RunSpec.arch))
+        values = _merge(values, per_arch.get(arch, {}))
     values = _merge(values, over)
     spec = _build(RunSpec, values)
     from bench.hardware import resolve, resolve_device

@@ -177,6 +177,15 @@ def grow(method, ctx):
     return event
 
 
+def machine_load(wall: float, cpu: float, threads: int) -> dict:
+    """How busy the machine was during an epoch, so that timings taken under load can be flagged:
+    the 1-minute load average against the core count, and ``cpu_share``, the CPU seconds this process
+    got per wall second and thread (near 1 alone on the cores it uses, about 1/2 when another busy
+    process shares them)."""
+    return {"loadavg_1m": round(os.getloadavg()[0], 2), "cores": os.cpu_count(),
+            "cpu_share": round(cpu / (wall * threads), 3) if wall > 0 else None}
+
+
 def _progress_enabled(progress: bool | None) -> bool:
     return sys.stderr.isatty() if progress is None else progress
 
@@ -299,7 +308,7 @@ def _run(spec: RunSpec, rd: RunDir, progress: bool | None, log) -> dict:
     show = _progress_enabled(progress)
 
     for epoch in range(st["epoch"], spec.epochs):
-        t_epoch = time.perf_counter()
+        t_epoch, cpu_epoch = time.perf_counter(), time.process_time()
         before = dict(model.named_parameters())
         ctx = methods.GrowthContext(model, epoch, spec, growth_gen,
                                     lambda: train_loader.iterate(epoch, GROWTH_STREAM), device,
@@ -348,6 +357,7 @@ def _run(spec: RunSpec, rd: RunDir, progress: bool | None, log) -> dict:
                "widths": widths, "params": param_count(model), "train_step_flops": train_step,
                "train_flops": st["train_flops"], "eval_flops": st["eval_flops"], "growth_flops": st["growth_flops"],
                **{f"{k}_seconds": v for k, v in timer.as_dict().items()}, **method.log()}
+        row["load"] = machine_load(time.perf_counter() - t_epoch, time.process_time() - cpu_epoch, threads)
         if event is not None:
             row["growth"] = event.info
         st["history"].append(row)
