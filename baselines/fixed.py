@@ -1,19 +1,20 @@
 """Fixed-size references: the target network trained from scratch, and the start-width network."""
 from __future__ import annotations
 
-from bench.methods import Method, register
+from growth.api import Method
 from growth.schedule import stage_widths
 
 
-@register("large")
 class Large(Method):
     """The target (full-width) network, trained at fixed size for the whole run."""
+    role = "target"
+    tables = ("main", "ablation", "wallclock")
 
 
-@register("small")
 class Small(Method):
     """The network at the growth schedule's start widths (stage 0), trained at fixed size."""
+    tables = ("main",)
 
     def start_widths(self) -> dict[str, int]:
         gs = self.spec.growth
-        return stage_widths(self.target_widths(), gs.start_fraction, gs.p_c, gs.width_rule)[0]
+        return stage_widths(self.target_widths(), gs.start_fraction, gs.p_c, gs.width_rule, align=gs.width_align)[0]

@@ -1,11 +1,11 @@
-"""GradMax (Evci et al., ICLR 2022) on the shared schedule; baselines.md 2.
+"""GradMax (Evci et al., ICLR 2022) on the shared schedule; docs/baselines.md §2.
 
     for each simple pair producer -> (per-channel layers) -> consumer that grows by k units:
         V = 0                                          new fan-in: the function is unchanged
         M = sum over one batch of 128 of  U(dL/dz_consumer) (x) T(producer input patches)
                                                        exact composed-conv matrix (growth/signal.py)
         Z = top-k left singular vectors of M           maximise ||dL/dV||_F = ||Z^T M||_F, Z^T Z = I
-        each column: unit norm x 0.5 x mean norm of the old units' fan-out   (gradmax_scale=fixed: x 0.5)
+        each column: unit norm x 0.5 x mean norm of the old units' fan-out   (options.scale=fixed: x 0.5)
     residual streams: VT pairing without rescaling (function-preserving)
 
 The three traps, and our choice for each:
@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import torch
 
-from bench.methods import register
+from dataclasses import dataclass
+
+from growth.api import option
 from growth.grower import PairGrower, fan_out_norms, unit_columns
 from growth.pairs import PairGrowth
 from growth.signal import fan_out_layout, gradmax_matrix, probe, take
@@ -47,27 +49,38 @@ def top_directions(m: torch.Tensor, k: int, generator: torch.Generator, tally) -
     return torch.cat([found, unit_columns(extra)], 1), found.shape[1]
 
 
-@register("gradmax")
+@dataclass(frozen=True)
+class GradMaxOptions:
+    # config.json before methods declared their own options: old name in growth -> option
+    LEGACY = {"gradmax_samples": "samples", "gradmax_scale": "scale"}
+    samples: int = option(128, "images in GradMax's one growth batch", low=1)
+    scale: str = option("mean_norm", "new fan-out norm: mean_norm (0.5 x mean fan-out norm of old units) | fixed (0.5)",
+                        choices=("mean_norm", "fixed"))
+
+
 class GradMax(PairGrower):
-    ORIGINAL_OPTIMIZER = "carry"
+    """GradMax: zero fan-in, fan-out along the top singular vectors of the loss gradient's matrix."""
+    Options = GradMaxOptions
+    tables = ("main",)
+    original_optimizer = "carry"
 
     def prepare(self, model):
         model.set_relu_grad_at_zero(True)
 
-    def grow_pairs(self, ctx, pairs, tally):
-        gs = self.spec.growth
-        batch = take(ctx.batches(), gs.gradmax_samples)
-        self.charge(ctx, batch[0])
+    def grow_pairs(self, ctx, step, pairs):
+        o, tally = self.options, step.tally
+        batch = take(ctx.batches(), o.samples)
+        self.charge(ctx, step, batch[0])
         (caps,) = probe(ctx.model, [batch], pairs, autocast=ctx.autocast)  # consumed: hooks removed
         modules = dict(ctx.model.named_modules())
         growths = {}
         for g, pair in pairs.items():
-            old, k = ctx.model.widths[g], self.target[g] - ctx.model.widths[g]
+            old, k = step.before[g], step.target[g] - step.before[g]
             consumer, producer = modules[pair.consumer], modules[pair.producer]
             z, found = top_directions(gradmax_matrix(pair, modules, caps[g], tally), k, ctx.generator, tally)
-            scale = 0.5 * (float(fan_out_norms(consumer, old, pair.span).mean()) if gs.gradmax_scale == "mean_norm" else 1.0)
+            scale = 0.5 * (float(fan_out_norms(consumer, old, pair.span).mean()) if o.scale == "mean_norm" else 1.0)
             if found < k:
-                self.info.setdefault("random_past_rank", {})[g] = k - found
+                step.info.setdefault("random_past_rank", {})[g] = k - found
             growths[g] = PairGrowth(fan_in=torch.zeros(k, *producer.weight.shape[1:]),
                                     fan_out=fan_out_layout(z * scale, consumer, pair.span).cpu())
         return growths

@@ -1,5 +1,5 @@
 """Splitting steepest descent (Liu, Wu, Wang, NeurIPS 2019), fast Rayleigh-quotient variant
-(Wang et al. 2019); baselines.md 4.
+(Wang et al. 2019); docs/baselines.md §4.
 
     for each simple pair growing by k units, all pairs at once:
         S_i = E[ dL/da_i * sigma''(z_i) * c_i^2 * x x^T ]     splitting matrix of unit i (softplus(3)
@@ -8,14 +8,14 @@
         descend R(v_i) = v_i^T S_i v_i / v_i^T v_i           RMSprop (lr 1e-3, momentum 0.1, alpha 0.9),
                                                              v_i renormalised each step; one backward
                                                              per batch gives S_i v_i for every i
-                                                             (split_epochs epochs of batches)
-        lambda_i = average of R(v_i) over split_score_batches batches
+                                                             (options.epochs epochs of batches)
+        lambda_i = average of R(v_i) over options.score_batches batches
         split the k units of lowest lambda_i (cyclically if k exceeds the units; a unit picked m times
         becomes m + 1 children): theta_i +- eps * v_i, fan-out shared equally, BN entries copied
     residual streams: VT pairing without rescaling
     optimizer: reset (the original re-creates it after every split round)
 
-``split_variant: exact`` replaces the descent by the exact eigen-solve of every S_i averaged over
+``options.variant: exact`` replaces the descent by the exact eigen-solve of every S_i averaged over
 the scoring batches (memory units x D^2, work N*P*units*D^2 per batch: MLPs and small convs; a
 layer past EXACT_MAX_BYTES is refused with its size). The tests check the fast variant against it. Splitting helps only where lambda_min < 0; the
 number of negative lambdas among the chosen units is logged per growth.
@@ -26,7 +26,9 @@ from itertools import islice
 
 import torch
 
-from bench.methods import register
+from dataclasses import dataclass
+
+from growth.api import option
 from growth.grower import PairGrower, unit_columns
 from growth.pairs import PairGrowth
 from growth.signal import probe, split_matrices, split_products, split_weights
@@ -51,37 +53,52 @@ def exact_min_eigen(x: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, tor
     return exact_min_eigen_of(split_matrices(x, w))
 
 
-@register("splitting")
-class Splitting(PairGrower):
-    ORIGINAL_OPTIMIZER = "reset"
+@dataclass(frozen=True)
+class SplittingOptions:
+    # config.json before methods declared their own options: old name in growth -> option
+    LEGACY = {"split_variant": "variant", "split_epochs": "epochs", "split_score_batches": "score_batches",
+              "split_eps": "eps"}
+    variant: str = option("fast", "fast (Rayleigh-quotient descent) | exact (eigen-solve; small layers only)",
+                          choices=("fast", "exact"))
+    epochs: float = option(1.0, "epochs of Rayleigh-quotient descent of the split directions (published: 10)",
+                           low=0, low_open=True)
+    score_batches: int = option(100, "batches averaging the eigenvalue estimates (published: 1 epoch)", low=1)
+    eps: float = option(1e-2, "split offset: children theta +- eps * v_min", low=0, low_open=True)
 
-    def grow_pairs(self, ctx, pairs, tally):
-        gs, model = self.spec.growth, ctx.model
+
+class Splitting(PairGrower):
+    """Splitting steepest descent: split the units whose splitting matrix has the most negative eigenvalue."""
+    Options = SplittingOptions
+    tables = ("main",)
+    original_optimizer = "reset"
+
+    def grow_pairs(self, ctx, step, pairs):
+        o, model = self.options, ctx.model
         modules = dict(model.named_modules())
         batches = self.stream(ctx)
-        if gs.split_variant == "exact":
-            lam, vs = self.exact(ctx, pairs, modules, batches, tally)
+        if o.variant == "exact":
+            lam, vs = self.exact(ctx, step, pairs, modules, batches)
         else:
-            lam, vs = self.fast(ctx, pairs, modules, batches, tally)
+            lam, vs = self.fast(ctx, step, pairs, modules, batches)
         growths, negative = {}, {}
         for g, pair in pairs.items():
-            units, k = model.widths[g], self.target[g] - model.widths[g]
+            units, k = step.before[g], step.target[g] - step.before[g]
             order = torch.argsort(lam[g]).cpu()
             picks = order[torch.arange(k) % units]
             negative[g] = int((lam[g][order[:min(k, units)]] < 0).sum())
             producer = modules[pair.producer]
-            delta = gs.split_eps * vs[g].t().cpu().reshape(units, *producer.weight.shape[1:])
+            delta = o.eps * vs[g].t().cpu().reshape(units, *producer.weight.shape[1:])
             growths[g] = PairGrowth(split=picks, delta=delta)
-        self.info["negative_lambda"] = negative
+        step.info["negative_lambda"] = negative
         return growths
 
-    def fast(self, ctx, pairs, modules, batches, tally):
+    def fast(self, ctx, step, pairs, modules, batches):
         """Rayleigh-quotient descent of one direction per unit, then its averaged quotient."""
-        gs, model = self.spec.growth, ctx.model
+        o, model, tally = self.options, ctx.model, step.tally
         vs = {g: unit_columns(torch.randn(modules[p.producer].weight[0].numel(), model.widths[g],
                                           generator=ctx.generator)).to(ctx.device) for g, p in pairs.items()}
         opt = torch.optim.RMSprop(list(vs.values()), **RMSPROP)
-        for caps in probe(model, self.charged(ctx, islice(batches, self.steps(ctx, gs.split_epochs))), pairs,
+        for caps in probe(model, self.charged(ctx, step, islice(batches, self.steps(ctx, o.epochs))), pairs,
                           acts=True, autocast=ctx.autocast):
             for g, pair in pairs.items():
                 x, w = split_weights(pair, modules, caps[g])
@@ -90,7 +107,7 @@ class Splitting(PairGrower):
             for v in vs.values():
                 v.copy_(unit_columns(v))
         lam, n = {g: 0.0 for g in pairs}, 0
-        for caps in probe(model, self.charged(ctx, islice(batches, gs.split_score_batches)), pairs, acts=True,
+        for caps in probe(model, self.charged(ctx, step, islice(batches, o.score_batches)), pairs, acts=True,
                           autocast=ctx.autocast):
             for g, pair in pairs.items():
                 x, w = split_weights(pair, modules, caps[g])
@@ -98,17 +115,17 @@ class Splitting(PairGrower):
             n += 1
         return {g: v / n for g, v in lam.items()}, vs
 
-    def exact(self, ctx, pairs, modules, batches, tally):
+    def exact(self, ctx, step, pairs, modules, batches):
         """The eigen-solve of every unit's S_i, averaged over the scoring batches."""
-        gs, model = self.spec.growth, ctx.model
+        o, model, tally = self.options, ctx.model, step.tally
         for g, p in pairs.items():
             d = modules[p.producer].weight[0].numel()
             need = model.widths[g] * d * d * 4
             if need > EXACT_MAX_BYTES:
-                raise ValueError(f"split_variant exact: {p.producer} needs {need / 2**30:.1f} GiB of splitting "
-                                 f"matrices ({model.widths[g]} units x {d}^2); use split_variant fast")
+                raise ValueError(f"splitting variant exact: {p.producer} needs {need / 2**30:.1f} GiB of splitting "
+                                 f"matrices ({model.widths[g]} units x {d}^2); use --options.variant fast")
         sums, n = {g: 0.0 for g in pairs}, 0
-        for caps in probe(model, self.charged(ctx, islice(batches, gs.split_score_batches)), pairs, acts=True,
+        for caps in probe(model, self.charged(ctx, step, islice(batches, o.score_batches)), pairs, acts=True,
                           autocast=ctx.autocast):
             for g, pair in pairs.items():
                 x, w = split_weights(pair, modules, caps[g])

@@ -23,9 +23,9 @@ def _flag(name: str) -> str:
 
 def _add_spec_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default=None, help="a preset of bench/presets.yaml (smoke, quick, paper)")
-    for name, hint in config.field_names():
+    for name, hint, doc in config.field_names():
         p.add_argument(_flag(name), dest=f"spec:{name}", default=None, metavar=getattr(hint, "__name__", "LIST").upper(),
-                       help=argparse.SUPPRESS if "." in name else None)
+                       help=argparse.SUPPRESS if "." in name else doc.replace("%", "%%"))
     p.add_argument("--progress", choices=("auto", "on", "off"), default="auto",
                    help="progress bar (auto: only when stderr is a terminal)")
 
@@ -82,13 +82,14 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_speed(args) -> int:
+    from bench import methods
     from bench.speed import measure, table, to_json
 
     overrides = _overrides(args)
     archs = overrides.pop("arch", "resnet20").split(",")
     reports = []
     for arch in archs:
-        spec = config.make_spec(args.preset or "quick", **{"method": "full", **overrides, "arch": arch})
+        spec = config.make_spec(args.preset or "quick", **{"method": methods.by_role("paper"), **overrides, "arch": arch})
         r = measure(spec, rounds=args.rounds, steps=args.steps, threads=args.bench_threads)
         print(table(r), flush=True)
         reports.append(r)
@@ -145,9 +146,11 @@ def cmd_list(args) -> int:
     from bench import methods
     from bench.models import ARCHS
 
-    print("methods: " + ", ".join(methods.METHODS))
+    print("methods (--method NAME; a method's options: --options.NAME VALUE):")
+    for name in methods.METHODS:
+        print(methods.describe(name))
     print("archs:   " + ", ".join(ARCHS))
-    print("datasets: " + ", ".join(config.CHOICES["dataset"]))
+    print("datasets: " + ", ".join(config.choices("dataset")))
     print("presets: " + ", ".join(config.load_presets()))
     print("suites:  " + ", ".join(config.load_suites()))
     return 0

@@ -17,144 +17,80 @@ from typing import Any
 
 import yaml
 
+from bench.errors import ConfigError
+from bench.hardware import AUTO_FIELDS, resolve, resolve_device
+from growth.api import option
+from growth.schedule import ScheduleOptions
+
 PRESETS_FILE = Path(__file__).with_name("presets.yaml")
 SUITES_FILE = Path(__file__).with_name("suites.yaml")
 SCHEMA_VERSION = 1
 
 
-class ConfigError(ValueError):
-    """A configuration that cannot run; the message is one line naming the field."""
-
-
-@dataclass(frozen=True)
-class GrowthSpec:
-    """How a growing method changes width over training (paper.md 6-7, growth/schedule.py)."""
-    start_fraction: float = 0.25  # width of the first stage as a fraction of the target widths
-    schedule: str = "exp"  # exp (stages lengthen by p_t) | fixed (a growth every t0 epochs) | list
-    p_c: float = 0.2  # each stage adds round_to_even(p_c * current width) channels
-    p_t: float = 0.2  # exp: stage t lasts T_(t-1) + round(p_t * T_(t-1)) epochs
-    t0: int = 5  # epochs of the first stage (paper.md 6: 5 for CIFAR-10 at 100 epochs)
-    width_rule: str = "global"  # global (the widest layer's ratio sequence for all) | per_layer
-    growth_epochs: tuple[int, ...] = ()  # schedule=list: the epochs (0-based) before which to grow
-    stages: int = 0  # growth steps; 0 = as many as p_c needs to reach full width
-    # variance transfer (growth/vt.py)
-    vt_exponent: float = 0.5  # rescale s = (C_t / C_t+1)^e; init variance g^2/F (0.5) or 1/F^2 (1.0)
-    vt_mode: str = "fanin"  # fanin | constraint_old | constraint_new (rescale from measured variance)
-    rescale_classifier: bool = False  # rescale the classifier's old columns too (not function-preserving)
-    rescale_unnormalized: bool = False  # rescale layers with no BN after them (not function-preserving)
-    # learning-rate adaptation (growth/lra.py)
-    lra_norm: str = "total"  # total: ||W_dt||_F / ||W_0||_F | rms: per-entry RMS ratio
-    lra_every: str = "epoch"  # recompute the multipliers every epoch | every step
-    # Net2Net (baselines/net2net.py)
-    net2net_noise: float = 0.01  # noise std on replicas' fan-in, relative to the layer's old weights' std
-    # gradient growers (baselines/; baselines.md 2-4). Budgets are in epochs of the current model
-    # (steps of the run's batch size) so that they scale with the schedule
-    gradmax_samples: int = 128  # images in GradMax's one growth batch
-    gradmax_scale: str = "mean_norm"  # new fan-out norm: 0.5 x mean fan-out norm of old units | fixed: 0.5
-    firefly_epochs: float = 0.25  # candidate optimisation (the original: 1 epoch per round)
-    firefly_score_epochs: float = 0.25  # gate-score pass (the original: 1 epoch)
-    firefly_eps: float = 0.1  # step applied to the chosen candidates: split offset and new fan-out x eps
-    firefly_bn_batches: int = 50  # BN statistics re-estimated after growth (new units start at 0/1)
-    firefly_simple_steps: int = 100  # Adam steps on the new weights only, one batch of gradmax_samples
-    firefly_simple_lr: float = 1e-3
-    split_variant: str = "fast"  # fast (Rayleigh-quotient descent) | exact (eigen-solve; small layers only)
-    split_epochs: float = 1.0  # Rayleigh-quotient descent of the split directions (published: 10)
-    split_score_batches: int = 100  # batches averaging the eigenvalue estimates (published: 1 epoch)
-    split_eps: float = 1e-2  # split offset: children theta +- eps * v_min
-    # optimizer state at growth: method = each method's original policy (VT, Net2Net, GradMax and
-    # firefly_simple carry; Firefly and splitting reset), or force carry | reset for all
-    optimizer: str = "method"  # method | carry (old slice copied, new zero) | reset
-    # batch-size adaptation (growth/batch.py)
-    batch_adapt: bool = False  # B_t = B * 2^floor(log2(MACs_full / MACs_t)), capped
-    batch_max_factor: int = 8  # cap on B_t / B
-    batch_lr_scaling: bool = False  # scale the LR with B_t / B (the paper does not)
-
-
 @dataclass(frozen=True)
 class RunSpec:
     # what runs
-    method: str = "large"  # a registered method (python -m bench list)
-    arch: str = "resnet20"  # a registered architecture
-    dataset: str = "cifar10"  # cifar10 | cifar100 | imagenet
-    width_mult: float = 1.0  # target width as a multiple of the standard network's
+    method: str = option("large", "a registered method (python -m bench list)")
+    arch: str = option("resnet20", "a registered architecture")
+    dataset: str = option("cifar10", "the dataset", choices=("cifar10", "cifar100", "imagenet"))
+    width_mult: float = option(1.0, "target width as a multiple of the standard network's", low=0, high=64,
+                               low_open=True)
     # data
-    data_dir: str = "data"  # where the dataset lies (torchvision CIFAR, the JPEG copy, or ImageNet folders)
-    download: bool = False  # fetch torchvision's CIFAR into data_dir if absent (needs internet)
-    train_subset: int = 0  # images, class-balanced; 0 = the whole training split
-    test_subset: int = 0  # images, class-balanced; 0 = the whole test split
-    subset_seed: int = 0  # which balanced subset; shared by every run so methods see the same images
+    data_dir: str = option("data", "where the dataset lies (torchvision CIFAR, the JPEG copy, or ImageNet folders)")
+    download: bool = option(False, "fetch torchvision's CIFAR into data_dir if absent (needs internet)")
+    train_subset: int = option(0, "training images, class-balanced; 0 = the whole training split", low=0)
+    test_subset: int = option(0, "test images, class-balanced; 0 = the whole test split", low=0)
+    subset_seed: int = option(0, "which balanced subset; shared by every run so methods see the same images", low=0)
     # optimisation
-    epochs: int = 15
-    batch_size: int = 128  # images per training step
-    eval_batch_size: int = 500  # images per evaluation step (no effect on results)
-    lr: float = 0.1  # peak learning rate, per image-averaged loss
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 5e-4  # L2, coupled (added to the gradient)
-    lr_schedule: str = "cosine"  # cosine (to 0 at the end) | step (x lr_decay at lr_decay_epochs)
-    warmup_epochs: float = 0.0  # linear warm-up from 0, in epochs (fractions allowed)
-    lr_decay: float = 0.1  # step schedule: factor applied at each milestone
-    lr_decay_epochs: tuple[int, ...] = ()  # step schedule: milestones in epochs
-    label_smoothing: float = 0.0
-    seed: int = 0  # model init, data order and augmentation
+    epochs: int = option(15, "epochs of training", low=1)
+    batch_size: int = option(128, "images per training step", low=1)
+    eval_batch_size: int = option(500, "images per evaluation step (no effect on results)", low=1)
+    lr: float = option(0.1, "peak learning rate, per image-averaged loss", low=0, low_open=True)
+    momentum: float = option(0.9, "SGD momentum", low=0, high=1)
+    nesterov: bool = option(False, "Nesterov momentum")
+    weight_decay: float = option(5e-4, "L2, coupled (added to the gradient)", low=0)
+    lr_schedule: str = option("cosine", "cosine (to 0 at the end) | step (x lr_decay at lr_decay_epochs)",
+                              choices=("cosine", "step"))
+    warmup_epochs: float = option(0.0, "linear warm-up from 0, in epochs (fractions allowed)", low=0)
+    lr_decay: float = option(0.1, "step schedule: factor applied at each milestone", low=0, high=1, low_open=True)
+    lr_decay_epochs: tuple[int, ...] = option((), "step schedule: milestones in epochs")
+    label_smoothing: float = option(0.0, "label smoothing of the training loss", low=0, high=1)
+    seed: int = option(0, "model init, data order and augmentation", low=0)
     # execution mode (recorded with every result; never mix modes in one table)
-    device: str = "auto"  # auto (cuda if available) | cpu | cuda
+    device: str = option("auto", "auto (cuda if available) | cpu | cuda", choices=("auto", "cpu", "cuda"))
     # auto: resolved for the hardware when the spec is made (bench/hardware.py says how and why);
     # the resolved value is what the config hash covers and what the run records
-    precision: str = "auto"  # auto (bf16 where the device computes it natively, else fp32) | fp32 | bf16 (autocast)
-    channels_last: bool | str = "auto"  # auto | true | false
-    # use channels_last only while every channel width is a multiple of this (0: always). On a Xeon
-    # with AMX, bf16 channels_last kernels are fast at multiples of 16 and up to 3x slower than NCHW in
-    # between (ResNet-20 stage widths 12/24/48: 119 ms vs 64 ms a step); elsewhere 0 is fastest
-    channels_last_align: int | str = "auto"
-    compile: bool = False  # torch.compile; recompiles at each new width
-    deterministic: bool = False  # deterministic algorithms: bit-exact resume on the CPU
-    threads: int = 0  # torch CPU threads; 0 = OMP_NUM_THREADS if set, else the cores this process may use
+    precision: str = option("auto", "auto (bf16 where the device computes it natively, else fp32) | fp32 | bf16",
+                            choices=("auto", "fp32", "bf16"))
+    channels_last: bool | str = option("auto", "channels_last memory format: auto | true | false")
+    # On a Xeon with AMX, bf16 channels_last kernels are fast at multiples of 16 and up to 3x slower
+    # than NCHW in between (ResNet-20 stage widths 12/24/48: 119 ms vs 64 ms a step); elsewhere 0 is fastest
+    channels_last_align: int | str = option("auto", "use channels_last only while every width is a multiple of "
+                                            "this (0: always) | auto", low=0)
+    compile: bool = option(False, "torch.compile; recompiles at each new width")
+    deterministic: bool = option(False, "deterministic algorithms: bit-exact resume on the CPU")
+    threads: int = option(0, "torch CPU threads; 0 = OMP_NUM_THREADS if set, else the cores this process may use",
+                          low=0)
     # output
-    out_dir: str = "results"
-    checkpoint: bool = True  # save checkpoint.pt at every epoch end (resume after a crash)
-    growth: GrowthSpec = field(default_factory=GrowthSpec)
+    out_dir: str = option("results", "where run directories are written")
+    checkpoint: bool = option(True, "save checkpoint.pt at every epoch end (resume after a crash)")
+    # the shared growth schedule (growth/schedule.py), and the method's own options (its Options class)
+    growth: ScheduleOptions = field(default_factory=ScheduleOptions)
+    options: Any = field(default=None, metadata={"doc": "the method's own options (python -m bench list)"})
     # set by resolution, not a flag: the fields above that were asked as "auto"
     auto_resolved: tuple[str, ...] = ()
 
+    def __post_init__(self):
+        if self.options is None:  # RunSpec(): the method's default options
+            from bench.methods import options_class
+            object.__setattr__(self, "options", options_class(self.method)())
 
-CHOICES: dict[str, tuple[str, ...]] = {
-    "dataset": ("cifar10", "cifar100", "imagenet"),
-    "lr_schedule": ("cosine", "step"),
-    "device": ("auto", "cpu", "cuda"),
-    "precision": ("auto", "fp32", "bf16"),
-    "growth.schedule": ("exp", "fixed", "list"),
-    "growth.width_rule": ("global", "per_layer"),
-    "growth.vt_exponent": (0.5, 1.0),
-    "growth.vt_mode": ("fanin", "constraint_old", "constraint_new"),
-    "growth.lra_norm": ("total", "rms"),
-    "growth.lra_every": ("epoch", "step"),
-    "growth.optimizer": ("method", "carry", "reset"),
-    "growth.gradmax_scale": ("mean_norm", "fixed"),
-    "growth.split_variant": ("fast", "exact"),
-}
-# field -> (lowest, highest, lowest inclusive); None = unbounded
-RANGES: dict[str, tuple[float | None, float | None, bool]] = {
-    "width_mult": (0, 64, False), "train_subset": (0, None, True), "test_subset": (0, None, True),
-    "epochs": (1, None, True), "batch_size": (1, None, True), "eval_batch_size": (1, None, True),
-    "lr": (0, None, False), "momentum": (0, 1, True), "weight_decay": (0, None, True),
-    "warmup_epochs": (0, None, True), "lr_decay": (0, 1, False), "label_smoothing": (0, 1, True),
-    "threads": (0, None, True), "channels_last_align": (0, None, True), "seed": (0, None, True), "subset_seed": (0, None, True),
-    "growth.start_fraction": (0, 1, False), "growth.p_c": (0, None, False), "growth.p_t": (0, None, True),
-    "growth.t0": (1, None, True), "growth.stages": (0, None, True), "growth.growth_epochs": (1, None, True),
-    "growth.batch_max_factor": (1, None, True), "growth.net2net_noise": (0, None, True),
-    "growth.gradmax_samples": (1, None, True), "growth.firefly_epochs": (0, None, False),
-    "growth.firefly_score_epochs": (0, None, False), "growth.firefly_bn_batches": (0, None, True), "growth.firefly_eps": (0, None, False),
-    "growth.firefly_simple_steps": (0, None, True), "growth.firefly_simple_lr": (0, None, False),
-    "growth.split_epochs": (0, None, False), "growth.split_score_batches": (1, None, True),
-    "growth.split_eps": (0, None, False),
-}
+
 # fields that do not change what a run computes: left out of the config hash
 UNHASHED = ("data_dir", "download", "out_dir", "eval_batch_size", "checkpoint", "threads", "auto_resolved")
-# fields that accept "auto" beside their type: resolved for the hardware by bench.hardware.resolve
-AUTO_FIELDS = ("precision", "channels_last", "channels_last_align")
 # fields that are not flags or preset keys
 INTERNAL = ("auto_resolved",)
+OPTIONS = "options"  # the section holding the method's own options
 
 
 class _NotFinite(Exception):
@@ -211,39 +147,61 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
     raise ConfigError(f"{name}: unsupported field type {hint}")
 
 
-def _check(name: str, value: Any) -> None:
+def _check(name: str, value: Any, meta: dict) -> None:
+    """The field's declared choices and limits (its ``option()`` metadata)."""
     if name in AUTO_FIELDS and value == "auto":
         return
-    if name in CHOICES and value not in CHOICES[name]:
-        raise ConfigError(f"{name}: {value!r} not accepted; accepted values: {', '.join(map(str, CHOICES[name]))}")
-    if name in RANGES:
-        lo, hi, lo_inclusive = RANGES[name]
-        vals = value if isinstance(value, tuple) else (value,)
-        for v in vals:
-            if lo is not None and (v < lo or (v == lo and not lo_inclusive)):
-                raise ConfigError(f"{name}: {v} out of range; must be {'>=' if lo_inclusive else '>'} {lo}"
-                                  + (f" and <= {hi}" if hi is not None else ""))
-            if hi is not None and v > hi:
-                raise ConfigError(f"{name}: {v} out of range; must be <= {hi}")
+    choices = meta.get("choices")
+    if choices is not None and value not in choices:
+        raise ConfigError(f"{name}: {value!r} not accepted; accepted values: {', '.join(map(str, choices))}")
+    lo, hi, lo_open = meta.get("low"), meta.get("high"), meta.get("low_open", False)
+    for v in value if isinstance(value, tuple) else (value,):
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            continue
+        if lo is not None and (v < lo or (v == lo and lo_open)):
+            raise ConfigError(f"{name}: {v} out of range; must be {'>' if lo_open else '>='} {lo}"
+                              + (f" and <= {hi}" if hi is not None else ""))
+        if hi is not None and v > hi:
+            raise ConfigError(f"{name}: {v} out of range; must be <= {hi}")
 
 
 def _build(cls, values: dict[str, Any], prefix: str = "", internal: bool = False):
     hints = _hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in values.items():
         full = prefix + key
-        if key not in names or (full in INTERNAL and not internal):
-            accepted = [prefix + n for n in names if prefix + n not in INTERNAL]
+        if key not in fields or (full in INTERNAL and not internal):
+            accepted = [prefix + n for n in fields if prefix + n not in INTERNAL]
             raise ConfigError(f"unknown field {full!r}; accepted fields: {', '.join(accepted)}")
+        if cls is RunSpec and key == OPTIONS:
+            continue  # built below, once the method is known
         if dataclasses.is_dataclass(hints[key]):
             if not isinstance(value, dict):
                 raise ConfigError(f"{full}: expected a mapping of {hints[key].__name__} fields")
             kwargs[key] = _build(hints[key], value, full + ".", internal)
             continue
         kwargs[key] = _coerce(full, value, hints[key])
-        _check(full, kwargs[key])
+        _check(full, kwargs[key], fields[key].metadata)
+    if cls is RunSpec:
+        kwargs[OPTIONS] = _method_options(kwargs.get("method", RunSpec.method), values.get(OPTIONS) or {})
     return cls(**kwargs)
+
+
+def _method_options(method: str, values: Any):
+    from bench.methods import METHODS, options_class
+
+    if method not in METHODS:
+        raise ConfigError(f"method: {method!r} not accepted; accepted values: {', '.join(METHODS)}")
+    cls = options_class(method)
+    if not isinstance(values, dict):
+        raise ConfigError(f"{OPTIONS}: expected a mapping of {method}'s options")
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise ConfigError(f"{OPTIONS}.{unknown[0]}: not an option of method {method}; its options: "
+                          f"{', '.join(names) or 'none'} (python -m bench list)")
+    return _build(cls, values, OPTIONS + ".")
 
 
 def load_presets() -> dict[str, dict]:
@@ -277,10 +235,10 @@ def _merge(base: dict, over: dict) -> dict:
 
 def make_spec(preset: str | None = None, **overrides: Any) -> RunSpec:
     """Resolve a RunSpec: dataclass defaults <- preset <- preset's per-dataset block <- its per-arch
-    block <- overrides.
+    block <- its per-method block <- overrides.
 
     Overrides may use dotted names for nested sections (``**{"growth.p_c": 0.3}``)."""
-    from bench import methods  # the method must be registered; imported late to avoid a cycle
+    from bench.methods import method_class
     from bench.models import ARCHS
 
     values: dict[str, Any] = {}
@@ -292,15 +250,17 @@ def make_spec(preset: str | None = None, **overrides: Any) -> RunSpec:
         p = dict(presets[preset])
         per_dataset = p.pop("datasets", {}) or {}
         per_arch = p.pop("archs", {}) or {}
+        per_method = p.pop("methods", {}) or {}
         values = _merge(values, p)
         dataset = over.get("dataset", values.get("dataset", RunSpec.dataset))
         values = _merge(values, per_dataset.get(dataset, {}))
         # an architecture's training recipe (LR, warm-up), shared by every method that trains it
         arch = over.get("arch", values.get("arch", RunSpec.arch))
         values = _merge(values, per_arch.get(arch, {}))
+        # a method's budgets for this preset (the smoke preset cuts the gradient growers' to its size)
+        values = _merge(values, per_method.get(over.get("method", values.get("method", RunSpec.method)), {}))
     values = _merge(values, over)
     spec = _build(RunSpec, values)
-    from bench.hardware import resolve, resolve_device
     resolve_device(spec)  # --device cuda without CUDA: refused here, before anything runs
     spec = resolve(spec)
     if spec.arch not in ARCHS:
@@ -310,14 +270,13 @@ def make_spec(preset: str | None = None, **overrides: Any) -> RunSpec:
     if round(narrowest * spec.width_mult) < 1:
         raise ConfigError(f"width_mult: {spec.width_mult} leaves {spec.arch}'s narrowest layer ({narrowest} channels) "
                           f"with none; must be >= {0.5 / narrowest:.3g}")
-    if spec.method not in methods.METHODS:
-        raise ConfigError(f"method: {spec.method!r} not accepted; accepted values: {', '.join(methods.METHODS)}")
     if spec.lr_schedule == "step" and any(e > spec.epochs for e in spec.lr_decay_epochs):
         raise ConfigError(f"lr_decay_epochs: {spec.lr_decay_epochs} must lie within 1..epochs ({spec.epochs})")
-    if spec.method not in ("large", "small") or spec.growth.schedule == "list":
-        from growth.schedule import ScheduleError, make_schedule
+    if method_class(spec.method).grows or spec.growth.schedule == "list":
+        from bench.flops import schedule_of
+        from growth.schedule import ScheduleError
         try:
-            make_schedule(spec)
+            schedule_of(spec)
         except ScheduleError as e:
             raise ConfigError(str(e)) from None
     if spec.warmup_epochs >= spec.epochs:
@@ -331,7 +290,22 @@ def spec_to_dict(spec: RunSpec) -> dict[str, Any]:
 
 def spec_from_dict(d: dict[str, Any]) -> RunSpec:
     """A stored config (config.json) back into its RunSpec, resolved fields included."""
-    return _build(RunSpec, d, internal=True)
+    return _build(RunSpec, upgrade_config(d), internal=True)
+
+
+def upgrade_config(d: dict[str, Any]) -> dict[str, Any]:
+    """A config.json written before methods declared their own options (all of them then lived in
+    ``growth``, e.g. ``growth.net2net_noise``): each old key the run's method declares in its Options'
+    ``LEGACY`` table moves to ``options``; the other methods' keys had no effect on the run and go."""
+    growth = d.get("growth")
+    if OPTIONS in d or not isinstance(growth, dict):
+        return d
+    from bench.methods import METHODS, options_class
+
+    schedule_keys = {f.name for f in dataclasses.fields(ScheduleOptions)}
+    legacy = getattr(options_class(d["method"]), "LEGACY", {}) if d.get("method") in METHODS else {}
+    options = {legacy[k]: v for k, v in growth.items() if k in legacy}
+    return {**d, "growth": {k: v for k, v in growth.items() if k in schedule_keys}, OPTIONS: options}
 
 
 def _changed(d: dict, default: dict) -> dict:
@@ -351,9 +325,9 @@ def config_hash(spec: RunSpec) -> str:
     differ from RunSpec's defaults: adding a new option (with a default) keeps existing runs' ids.
     "auto" fields are hashed as resolved on this machine: one config run on two kinds of hardware
     (bf16 on one, fp32 on the other) gives two ids, never one."""
-    from bench.hardware import resolve
-
-    d = _changed(spec_to_dict(resolve(spec)), spec_to_dict(RunSpec()))
+    # the defaults: RunSpec's, with the method's default options
+    default = {**spec_to_dict(RunSpec()), OPTIONS: spec_to_dict(RunSpec(method=spec.method))[OPTIONS]}
+    d = _changed(spec_to_dict(resolve(spec)), default)
     for k in UNHASHED:
         d.pop(k, None)
     return hashlib.sha256(json.dumps(d, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
@@ -373,17 +347,38 @@ def run_id(spec: RunSpec) -> str:
     return f"{spec.method}-{spec.arch}-{spec.dataset}-s{spec.seed}-{config_hash(spec)[:10]}"
 
 
-def field_names(cls=RunSpec, prefix: str = "") -> list[tuple[str, Any]]:
-    """(dotted name, type hint) for every leaf field, for the CLI's flags."""
+def field_names(cls=RunSpec, prefix: str = "") -> list[tuple[str, Any, str]]:
+    """(dotted name, type hint, doc) for every leaf field, for the CLI's flags; ``options.NAME`` for
+    every option any method declares (the config checks it against the run's method)."""
     out = []
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     for name, hint in _hints(cls).items():
         if prefix + name in INTERNAL:
             continue
-        if dataclasses.is_dataclass(hint):
+        if cls is RunSpec and name == OPTIONS:
+            out += _option_fields()
+        elif dataclasses.is_dataclass(hint):
             out += field_names(hint, prefix + name + ".")
         else:
-            out.append((prefix + name, hint))
+            out.append((prefix + name, hint, fields[name].metadata.get("doc", "")))
     return out
+
+
+def _option_fields() -> list[tuple[str, Any, str]]:
+    from bench.methods import METHODS, options_class
+
+    seen: dict[str, tuple[Any, list[str]]] = {}
+    for m in METHODS:
+        cls = options_class(m)
+        hints = _hints(cls)
+        for f in dataclasses.fields(cls):
+            seen.setdefault(f.name, (hints[f.name], []))[1].append(m)
+    return [(f"{OPTIONS}.{n}", hint, "option of " + ", ".join(ms)) for n, (hint, ms) in seen.items()]
+
+
+def choices(name: str, cls=RunSpec) -> tuple:
+    """The accepted values of a field, as declared."""
+    return next(f for f in dataclasses.fields(cls) if f.name == name).metadata["choices"]
 
 
 def load_suites() -> dict[str, dict]:

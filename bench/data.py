@@ -219,6 +219,12 @@ class TensorLoader:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def start_epoch(self, epoch: int, batch_size: int | None = None, channels_last: bool | None = None) -> None:
+        """The epoch ``iter()`` gives next, at this batch size (batch-size adaptation) and memory format."""
+        self.epoch = epoch
+        self.batch_size = batch_size or self.batch_size
+        self.channels_last = self.channels_last if channels_last is None else channels_last
+
     def _crop_flip(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         b, size = x.shape[0], x.shape[-1] - 2 * self.pad
         dy = torch.randint(0, 2 * self.pad + 1, (b,), generator=g).to(self.device)
@@ -286,6 +292,11 @@ class EpochDataLoader(torch.utils.data.DataLoader):
 
     def set_epoch(self, epoch: int) -> None:
         self._g.manual_seed(self.seed * 1_000_003 + epoch)
+
+    def start_epoch(self, epoch: int, batch_size: int | None = None, channels_last: bool | None = None) -> None:
+        if batch_size and batch_size != self.batch_size:
+            raise DataError("batch-size adaptation needs the in-memory loader (CIFAR); ImageNet's streams at one size")
+        self.set_epoch(epoch)
 
     def iterate(self, epoch: int, stream: int = 0):
         self.set_epoch(epoch * 7 + stream)

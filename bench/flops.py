@@ -106,3 +106,57 @@ def _cached_activations(arch: str, widths: tuple[tuple[str, int], ...], num_clas
 def image_activations(arch: str, widths: dict[str, int], num_classes: int, image_size: int) -> int:
     """Activation elements of one image's forward pass at ``widths`` (count_activations); cached."""
     return _cached_activations(arch, tuple(widths.items()), num_classes, image_size)
+
+
+# -- what a run's schedule costs -------------------------------------------------------------------
+TRAIN_SIZE = {"cifar10": 50_000, "cifar100": 50_000, "imagenet": 1_281_167}
+
+
+def run_flops(spec):
+    """FLOPs of one pass of ``spec``'s architecture: f(widths, images, train) (what a method is given)."""
+    from bench.data import NUM_CLASSES, image_size
+
+    k, s = NUM_CLASSES[spec.dataset], image_size(spec)
+    return lambda widths, batch, train=True: step_flops(spec.arch, widths, k, s, batch, train=train)
+
+
+def schedule_of(spec):
+    """The growth schedule (growth/schedule.py) of ``spec``: stage widths and growth epochs."""
+    from bench.models import scaled_widths
+    from growth.schedule import make_schedule
+
+    return make_schedule(scaled_widths(spec.arch, spec.width_mult), spec.growth, spec.epochs)
+
+
+def batch_sizes_of(spec, schedule) -> list[int]:
+    """Training batch size per epoch of ``spec`` on ``schedule`` (batch-size adaptation, if on)."""
+    from growth.schedule import batch_schedule
+
+    flops = run_flops(spec)
+    return batch_schedule(schedule, spec.batch_size, spec.growth, lambda widths: flops(widths, 1, False))
+
+
+def cost_fraction(spec, schedule=None, n_train: int | None = None) -> float:
+    """Training FLOPs of the grown run over those of the large model trained for the same epochs, with
+    the loop's own accounting (steps of equal size, last partial batch dropped)."""
+    flops = run_flops(spec)
+    return _fraction(spec, schedule, n_train, lambda widths, batch: flops(widths, batch))
+
+
+def activation_fraction(spec, schedule=None, n_train: int | None = None) -> float:
+    """As ``cost_fraction``, with activation elements (count_activations) in place of FLOPs: the grown
+    run's cost relative to the large one's on hardware bound by memory traffic, where a step's time
+    scales with width rather than with width squared."""
+    from bench.data import NUM_CLASSES, image_size
+
+    k, s = NUM_CLASSES[spec.dataset], image_size(spec)
+    return _fraction(spec, schedule, n_train, lambda widths, batch: batch * image_activations(spec.arch, widths, k, s))
+
+
+def _fraction(spec, schedule, n_train: int | None, step_cost) -> float:
+    """sum over the grown run's steps of ``step_cost(widths, batch)`` / the same for the large run."""
+    schedule = schedule or schedule_of(spec)
+    n = n_train or spec.train_subset or TRAIN_SIZE[spec.dataset]
+    grown = sum((n // b) * step_cost(schedule.widths_at(e), b) for e, b in enumerate(batch_sizes_of(spec, schedule)))
+    large = spec.epochs * (n // spec.batch_size) * step_cost(schedule.widths[-1], spec.batch_size)
+    return grown / large

@@ -29,6 +29,11 @@ from functools import lru_cache
 
 import torch
 
+from bench.errors import ConfigError
+
+# RunSpec fields that accept "auto" beside their type: resolved for the hardware by resolve()
+AUTO_FIELDS = ("precision", "channels_last", "channels_last_align")
+
 AUTO = "auto"
 # ISAs of oneDNN's kernels that compute bf16 natively (the part after ':' in its kernel names)
 NATIVE_BF16 = re.compile(r"bf16|amx|avx10")
@@ -205,8 +210,6 @@ def describe(device: torch.device) -> list[str]:
 
 
 def resolve_device(spec) -> torch.device:
-    from bench.config import ConfigError
-
     if spec.device == "cuda" or (spec.device == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
             raise ConfigError("device: cuda requested but torch.cuda.is_available() is False; use --device cpu or auto")
@@ -217,8 +220,6 @@ def resolve_device(spec) -> torch.device:
 def resolve(spec):
     """``spec`` with its "auto" fields resolved for this machine (idempotent); their names are kept
     in ``auto_resolved`` so that a result can say what was asked."""
-    from bench.config import AUTO_FIELDS
-
     asked = [n for n in AUTO_FIELDS if getattr(spec, n) == AUTO]
     if not asked:
         return spec

@@ -1,100 +1,71 @@
-"""The one small interface through which methods plug into the shared loop, and its registry.
+"""The suite's methods by name: the one table a new method adds its line to.
 
-A method decides the widths it starts at, may grow the model before any epoch, and may supply
-per-parameter LR multipliers. The loop owns everything else (optimizer, LR schedule, precision,
-evaluation, accounting, checkpoints).
+Each entry names the class as "module:Class"; it is imported the first time it is asked for, so the
+harness imports no method for its side effects and a method's file imports nothing of the harness.
+The interface every method implements is growth/api.py. Adding a method: one file (its class, with
+its Options and traits) and one line here; README "Adding a method" shows a worked example.
 """
 from __future__ import annotations
 
-from contextlib import nullcontext
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+import dataclasses
+import importlib
+from functools import lru_cache
 
-import torch
-from torch import nn
+from growth.api import Method, MethodSetup, traits
 
-METHODS: dict[str, type["Method"]] = {}
-
-
-@dataclass
-class GrowthContext:
-    """What a method sees before an epoch."""
-    model: nn.Module  # a method that grows may replace parameters in place or assign a new model here
-    epoch: int  # the epoch about to start (0-based)
-    spec: Any  # the RunSpec
-    generator: torch.Generator  # growth randomness, its own stream: growth never shifts the data order
-    batches: Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor]]]  # training batches, for growth signals
-    device: torch.device
-    steps_per_epoch: int = 0  # training steps in one epoch at the current batch size (growth budgets)
-    autocast: Callable[[], Any] = nullcontext  # the run's precision, for growth probes
-
-
-@dataclass
-class GrowthEvent:
-    """What a growth step reports to the loop."""
-    extra_flops: int = 0  # work the FLOP counter does not see (candidate training, SVDs), counted analytically
-    optimizer_policy: str = "carry"  # carry (old slice copied, new zero) | reset
-    info: dict = field(default_factory=dict)
+REGISTRY: dict[str, str] = {
+    "large": "baselines.fixed:Large",
+    "small": "baselines.fixed:Small",
+    "growing": "growth.method:Growing",
+    "growing+vrs": "growth.method:GrowingVRS",
+    "growing+lra": "growth.method:GrowingLRA",
+    "full": "growth.method:Full",
+    "net2net": "baselines.net2net:Net2Net",
+    "gradmax": "baselines.gradmax:GradMax",
+    "firefly": "baselines.firefly:Firefly",
+    "firefly_simple": "baselines.firefly:FireflySimple",
+    "splitting": "baselines.splitting:Splitting",
+    "random_units": "baselines.random_units:RandomUnits",
+}
+METHODS = tuple(REGISTRY)
 
 
-class Method:
-    name = ""
-
-    def __init__(self, spec):
-        self.spec = spec
-
-    def target_widths(self) -> dict[str, int]:
-        from bench.models import scaled_widths
-
-        return scaled_widths(self.spec.arch, self.spec.width_mult)
-
-    def start_widths(self) -> dict[str, int]:
-        return self.target_widths()
-
-    def before_epoch(self, ctx: GrowthContext) -> GrowthEvent | None:
-        return None
-
-    def batch_size(self, epoch: int) -> int:
-        """Training batch size for this epoch (batch-size adaptation changes it with the width)."""
-        return self.spec.batch_size
-
-    # recompute lr_multipliers before every step instead of once per epoch
-    multipliers_every_step = False
-
-    def lr_multipliers(self, model: nn.Module) -> dict[str, torch.Tensor | float] | None:
-        """Per-parameter LR multipliers by parameter name (tensor: per element), or None."""
-        return None
-
-    def log(self) -> dict:
-        """Extra fields for this epoch's history row."""
-        return {}
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
+@lru_cache(maxsize=None)
+def method_class(name: str) -> type[Method]:
+    if name not in REGISTRY:
+        raise KeyError(f"method: {name!r} not accepted; accepted values: {', '.join(METHODS)}")
+    module, _, attr = REGISTRY[name].partition(":")
+    return getattr(importlib.import_module(module), attr)
 
 
-def register(name: str):
-    def deco(cls):
-        if name in METHODS:
-            raise ValueError(f"method {name!r} registered twice")
-        cls.name = name
-        METHODS[name] = cls
-        return cls
-    return deco
+def by_role(role: str) -> str:
+    """The method with this role: "target" (the full-size model), "paper" (the paper's method)."""
+    return next(m for m in METHODS if method_class(m).role == role)
+
+
+def options_class(name: str) -> type:
+    return method_class(name).Options
+
+
+def method_traits(name: str) -> dict:
+    return traits(method_class(name))
 
 
 def create(spec) -> Method:
-    return METHODS[spec.method](spec)
+    """The method of ``spec``, given what it needs from the harness: target widths and a FLOP counter."""
+    from bench.flops import run_flops
+    from bench.models import scaled_widths
+
+    return method_class(spec.method)(MethodSetup(spec, scaled_widths(spec.arch, spec.width_mult), run_flops(spec)))
 
 
-# Built-in methods register themselves on import; listed here so the registry is complete as soon
-# as bench.methods is imported.
-import baselines.fixed  # noqa: E402,F401
-import growth.method  # noqa: E402,F401
-import baselines.net2net  # noqa: E402,F401
-import baselines.gradmax  # noqa: E402,F401
-import baselines.firefly  # noqa: E402,F401
-import baselines.splitting  # noqa: E402,F401
+def describe(name: str) -> str:
+    """A method's entry in ``python -m bench list``: summary, traits and options with their defaults."""
+    t = method_traits(name)
+    flags = [k for k in ("grows", "uses_lra") if t[k]] + ([f"role={t['role']}"] if t["role"] else [])
+    if t["original_optimizer"]:
+        flags.append(f"optimizer={t['original_optimizer']}")
+    lines = [f"  {name:15s} {t['summary']}" + (f" [{', '.join(flags)}]" if flags else "")]
+    for f in dataclasses.fields(options_class(name)):
+        lines.append(f"      --options.{f.name.replace('_', '-')} (default {f.default!r}): {f.metadata.get('doc', '')}")
+    return "\n".join(lines)

@@ -27,14 +27,15 @@ import torch.nn.functional as F
 
 from bench.config import RunSpec
 from bench.data import NUM_CLASSES, image_size
-from bench.flops import image_activations, step_flops
+from bench.flops import (TRAIN_SIZE, activation_fraction, batch_sizes_of, cost_fraction, image_activations,
+                         schedule_of, step_flops)
 from bench.models import build, scaled_widths
 from bench.optim import SGD, rebuild_optimizer
 from bench.hardware import fingerprint, resolve_device
+from bench.methods import by_role
 from bench.hardware import mode_label as _label
 from bench.train import autocast, compile_model, place, use_channels_last
 from bench.timing import synchronize
-from growth.schedule import TRAIN_SIZE, activation_fraction, batch_schedule, cost_fraction, make_schedule
 from growth.surgery import grow_model
 from growth.vt import VarianceTransfer
 
@@ -163,8 +164,8 @@ def measure(spec: RunSpec, rounds: int = 5, steps: int = 10, warmup: int = 3, th
     device = resolve_device(spec)
     if device.type == "cpu" and threads:
         torch.set_num_threads(threads)
-    sched = make_schedule(spec)
-    per_epoch_batch = batch_schedule(spec, sched)
+    sched = schedule_of(spec)
+    per_epoch_batch = batch_sizes_of(spec, sched)
     k, size = NUM_CLASSES[spec.dataset], image_size(spec)
     n_train = spec.train_subset or TRAIN_SIZE[spec.dataset]
     starts = [0, *sched.growth_epochs]
@@ -329,7 +330,7 @@ UPDATE_HINT = "python -m bench gate --update"
 def cost_fractions() -> dict[str, float]:
     from bench.config import make_spec
 
-    return {f"{p}/{a}/{d}": cost_fraction(make_spec(p, method="full", arch=a, dataset=d)) for p, a, d in COST_CASES}
+    return {f"{p}/{a}/{d}": cost_fraction(make_spec(p, method=by_role("paper"), arch=a, dataset=d)) for p, a, d in COST_CASES}
 
 
 def ci_speed_reports(slow_stage: int | None = None, archs: tuple[str, ...] | None = None) -> dict[str, SpeedReport]:
@@ -337,7 +338,7 @@ def ci_speed_reports(slow_stage: int | None = None, archs: tuple[str, ...] | Non
 
     out = {}
     for arch in archs or CI_SPEED["archs"]:
-        spec = make_spec(CI_SPEED["preset"], method="full", arch=arch, batch_size=CI_SPEED["batch_size"], device="cpu")
+        spec = make_spec(CI_SPEED["preset"], method=by_role("paper"), arch=arch, batch_size=CI_SPEED["batch_size"], device="cpu")
         out[arch] = measure(spec, rounds=CI_SPEED["rounds"], steps=CI_SPEED["steps"], threads=1, slow_stage=slow_stage)
     return out
 

@@ -31,5 +31,10 @@ class SectionTimer:
             synchronize(self.device)
             self.totals[name] += time.perf_counter() - t0
 
+    def move(self, src: str, dst: str, seconds: float) -> None:
+        """Charge ``seconds`` already counted under ``src`` to ``dst`` (a compiling first step)."""
+        self.totals[src] -= seconds
+        self.totals[dst] += seconds
+
     def as_dict(self) -> dict[str, float]:
         return dict(self.totals)

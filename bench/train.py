@@ -1,15 +1,18 @@
 """The one training loop every method runs on.
 
+start_or_resume                   model, optimizer, method (growth/api.py) and LoopState, new or from checkpoint.pt
 for each epoch:
-    method.before_epoch(ctx)      may grow the model; the optimizer is then rebuilt over the new
-                                  parameters with its state carried (old slice copied, new zero) or reset
-    lr multipliers                method.lr_multipliers(model), per element (LRA)
-    train steps                   lr = schedule(epoch progress), assigned to the param groups every step
-    evaluate, account FLOPs (cached per width) and time, append history, checkpoint
-result.json is written last, atomically.
+    grow_if_due                   method.before_epoch(ctx) may grow the model; the optimizer is then rebuilt
+                                  over the new parameters, state carried (old slice copied, new zero) or reset
+    prepare_epoch                 method.lr_multipliers(model, epoch), per element (LRA); batch size; format
+    train_one_epoch               lr = schedule(epoch progress), assigned to the param groups every step
+    evaluate_epoch, account       test accuracy; FLOPs (cached per width) and time; the history row
+    save_checkpoint
+build_result                      result.json, written last, atomically
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import shutil
@@ -17,6 +20,7 @@ import sys
 import time
 import traceback
 from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -33,6 +37,7 @@ from bench.models import build
 from bench.optim import SGD, rebuild_optimizer
 from bench.records import CONFIG, HISTORY, RESULT, RunDir, RunDirError, environment
 from bench.timing import SectionTimer, synchronize
+from growth.api import GrowthContext, GrowthEvent, Method, Multipliers
 from growth.widths import param_count, widths_of
 
 GROWTH_STREAM = 1  # data stream for growth signals (TensorLoader.iterate)
@@ -119,10 +124,16 @@ def eval_flops(spec: RunSpec, widths: dict, n: int, num_classes: int, image_size
     return f + (step_flops(spec.arch, widths, num_classes, image_size, rest, train=False) if rest else 0)
 
 
-def set_multipliers(optimizer: SGD, model: nn.Module, method) -> None:
-    mults = method.lr_multipliers(model) or {}
+def set_multipliers(optimizer: SGD, model: nn.Module, method: Method, epoch: int) -> dict:
+    """The method's LR multipliers for ``epoch`` into the optimizer; returns what they add to the
+    history row."""
+    mults = method.lr_multipliers(model, epoch)
+    record = {}
+    if isinstance(mults, Multipliers):
+        mults, record = mults.by_param, mults.record
     params = dict(model.named_parameters())
-    optimizer.multipliers = {params[k]: v for k, v in mults.items()}
+    optimizer.multipliers = {params[k]: v for k, v in (mults or {}).items()}
+    return record
 
 
 class Diverged(RuntimeError):
@@ -130,15 +141,17 @@ class Diverged(RuntimeError):
 
 
 def train_epoch(step_model, model: nn.Module, optimizer: SGD, loader, spec: RunSpec, epoch: int,
-                device: torch.device, bar=None, step_hook=None, first_step: list | None = None) -> tuple[float, float]:
-    """One epoch of training steps; returns (mean training loss, last LR). ``step_model`` is
-    ``model`` or its compiled wrapper. Each step's loss is stored on the device (no host sync per
-    step, and no more work than summing it); at the end the first non-finite one raises Diverged.
-    If ``first_step`` is a list, the seconds of the first step are appended to it (compilation)."""
+                device: torch.device, bar=None, step_hook=None,
+                time_first_step: bool = False) -> tuple[float, float, float | None]:
+    """One epoch of training steps; returns (mean training loss, last LR, seconds of the first step
+    if ``time_first_step``, else None: a compiling step). ``step_model`` is ``model`` or its compiled
+    wrapper. Each step's loss is stored on the device (no host sync per step, and no more work than
+    summing it); at the end the first non-finite one raises Diverged."""
     model.train()
     steps = len(loader)
     losses = torch.empty(steps, device=device)
     lr = lr_at(spec, epoch)
+    first = None
     t_first = time.perf_counter()
     for i, (x, y) in enumerate(loader):
         lr = lr_at(spec, epoch + i / steps)
@@ -152,9 +165,9 @@ def train_epoch(step_model, model: nn.Module, optimizer: SGD, loader, spec: RunS
         loss.backward()
         optimizer.step()
         losses[i] = loss.detach()
-        if first_step is not None and i == 0:
+        if time_first_step and i == 0:
             synchronize(device)
-            first_step.append(time.perf_counter() - t_first)
+            first = time.perf_counter() - t_first
         if bar is not None:
             bar.update()
     mean = losses.mean().item()
@@ -162,7 +175,7 @@ def train_epoch(step_model, model: nn.Module, optimizer: SGD, loader, spec: RunS
         bad = int((~torch.isfinite(losses)).nonzero()[0])
         raise Diverged(f"training loss not finite at epoch {epoch + 1}, step {bad + 1} of {steps} "
                        f"(lr {lr_at(spec, epoch + bad / steps):.4g})")
-    return mean, lr
+    return mean, lr, first
 
 
 def grow(method, ctx):
@@ -257,7 +270,59 @@ def check_out_dir(out_dir: str) -> None:
         raise RunDirError(f"out_dir {out}: {probe} is not writable")
 
 
+@dataclass
+class LoopState:
+    """What the loop carries from epoch to epoch; its dict form is the checkpoint's ``loop`` entry."""
+    epoch: int = 0  # epochs completed
+    stage: int = 0  # growth steps taken
+    history: list = field(default_factory=list)  # one row per completed epoch (history.jsonl)
+    times: dict = field(default_factory=dict)  # seconds per timed section
+    train_flops: int = 0
+    eval_flops: int = 0
+    growth_flops: int = 0  # growth work the FLOP counter does not see (GrowthEvent.extra_flops)
+    width_history: list = field(default_factory=list)  # {"epoch", "widths"} at the start and after each growth
+
+    def to_dict(self) -> dict:
+        return {"version": LOOP_STATE_VERSION, **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "checkpoint") -> "LoopState":
+        """A checkpoint's loop state; version 1 (no ``version`` key) had the same fields as a dict."""
+        version = d.get("version", 1)
+        if version > LOOP_STATE_VERSION:
+            raise RunDirError(f"{where}: loop state version {version} is newer than this growbench's "
+                              f"({LOOP_STATE_VERSION}); update growbench to resume it")
+        fields = {f.name for f in dataclasses.fields(cls)}
+        missing = sorted(fields - set(d))
+        if missing:
+            raise RunDirError(f"{where}: loop state (version {version}) lacks {', '.join(missing)}; not resumable")
+        return cls(**{k: d[k] for k in fields})
+
+
+LOOP_STATE_VERSION = 2  # 1: the same fields as an untyped dict without a version
+
+
+@dataclass
+class Live:
+    """The run's objects while it trains: what growth replaces (model, optimizer) and what it reads."""
+    spec: RunSpec
+    device: torch.device
+    method: Method
+    model: nn.Module
+    step_model: nn.Module  # the model or its compiled wrapper
+    optimizer: SGD
+    train_loader: object
+    test_loader: object
+    growth_gen: torch.Generator
+    timer: SectionTimer
+    num_classes: int
+    image_size: int
+    compile_pending: bool = False  # the next step compiles: its time goes to its own column
+    record: dict = field(default_factory=dict)  # what the LR multipliers add to the history row
+
+
 def _run(spec: RunSpec, rd: RunDir, progress: bool | None, log) -> dict:
+    """Set up (or resume), then per epoch: grow if due, train, evaluate, account, checkpoint."""
     t_setup = time.perf_counter()
     threads = setup_runtime(spec)
     device = resolve_device(spec)
@@ -268,10 +333,38 @@ def _run(spec: RunSpec, rd: RunDir, progress: bool | None, log) -> dict:
     if len(train_loader) == 0:
         raise ConfigError(f"batch_size: {spec.batch_size} is more than the {train_loader.size} training images: "
                           "no training step in an epoch")
+    live, st = start_or_resume(spec, rd, device, train_loader, test_loader, log)
+    setup_seconds = time.perf_counter() - t_setup
+    show = _progress_enabled(progress)
+
+    for epoch in range(st.epoch, spec.epochs):
+        t_epoch, cpu_epoch = time.perf_counter(), time.process_time()
+        event = grow_if_due(live, st, epoch)
+        prepare_epoch(live, epoch)
+        train_loss, lr = train_one_epoch(live, epoch, show)
+        test_loss, test_acc = evaluate_epoch(live, st)
+        st.epoch = epoch + 1
+        live.timer.totals["wall"] += time.perf_counter() - t_epoch  # the epoch without its checkpoint write
+        row = account(live, st, epoch, event, train_loss, lr, test_loss, test_acc)
+        row["load"] = machine_load(time.perf_counter() - t_epoch, time.process_time() - cpu_epoch, threads)
+        st.history.append(row)
+        rd.append_history(row)
+        if spec.checkpoint or epoch + 1 == spec.epochs:
+            save_checkpoint(live, st, rd)
+        st.times = live.timer.as_dict()
+        log(f"[{rd.path.name}] epoch {epoch + 1}/{spec.epochs} stage {st.stage} loss {train_loss:.4f} "
+            f"test_acc {test_acc:.4f} lr {lr:.4g} ({time.perf_counter() - t_epoch:.1f}s)")
+
+    result = build_result(live, st, data_source, mode, setup_seconds)
+    rd.write_result(result)
+    return result
+
+
+def start_or_resume(spec: RunSpec, rd: RunDir, device, train_loader, test_loader, log) -> tuple[Live, LoopState]:
+    """The model, optimizer, method and loop state: from the checkpoint of a partial run, else new."""
     num_classes, size = NUM_CLASSES[spec.dataset], image_size(spec)
     method = methods.create(spec)
     growth_gen = torch.Generator()
-
     ck = None
     if rd.partial:
         try:
@@ -279,20 +372,19 @@ def _run(spec: RunSpec, rd: RunDir, progress: bool | None, log) -> dict:
         except RunDirError as e:
             log(f"[{rd.path.name}] {e}; starting over")
     if ck is not None:
+        st = LoopState.from_dict(ck["loop"], where=str(rd.path / "checkpoint.pt"))
         model = build(spec.arch, num_classes, widths=ck["widths"], image_size=size)
         model.load_state_dict(ck["model"])
-        st = ck["loop"]
         method.load_state_dict(ck["method"])
         growth_gen.set_state(ck["rng"]["growth"])
         torch.set_rng_state(ck["rng"]["torch"])
-        rd.rewrite_history(st["history"])  # drop any row written after the checkpoint
-        log(f"[{rd.path.name}] resuming at epoch {st['epoch']}/{spec.epochs}")
+        rd.rewrite_history(st.history)  # drop any row written after the checkpoint
+        log(f"[{rd.path.name}] resuming at epoch {st.epoch}/{spec.epochs}")
     else:
         torch.manual_seed(spec.seed)
         growth_gen.manual_seed(spec.seed + 1_000_003)
         model = build(spec.arch, num_classes, widths=method.start_widths(), image_size=size)
-        st = {"epoch": 0, "stage": 0, "history": [], "times": {}, "train_flops": 0, "eval_flops": 0,
-              "growth_flops": 0, "width_history": [{"epoch": 0, "widths": widths_of(model)}]}
+        st = LoopState(width_history=[{"epoch": 0, "widths": widths_of(model)}])
         rd.path.mkdir(parents=True, exist_ok=True)
         rd.write_config(spec_to_dict(spec))
         rd.rewrite_history([])
@@ -301,90 +393,102 @@ def _run(spec: RunSpec, rd: RunDir, progress: bool | None, log) -> dict:
                     nesterov=spec.nesterov)
     if ck is not None:
         optimizer.load_state_dict(ck["optimizer"])
-    step_model = compile_model(model, spec)
-    compile_pending = spec.compile
-    timer = SectionTimer(device, st["times"])
-    setup_seconds = time.perf_counter() - t_setup
-    show = _progress_enabled(progress)
+    live = Live(spec, device, method, model, compile_model(model, spec), optimizer, train_loader, test_loader,
+                growth_gen, SectionTimer(device, st.times), num_classes, size, compile_pending=spec.compile)
+    return live, st
 
-    for epoch in range(st["epoch"], spec.epochs):
-        t_epoch, cpu_epoch = time.perf_counter(), time.process_time()
-        before = dict(model.named_parameters())
-        ctx = methods.GrowthContext(model, epoch, spec, growth_gen,
-                                    lambda: train_loader.iterate(epoch, GROWTH_STREAM), device,
-                                    steps_per_epoch=len(train_loader), autocast=lambda: autocast(spec, device))
-        with timer.section("growth"):
-            event = grow(method, ctx)
-            if event is not None:
-                model = place(ctx.model, spec, device)
-                optimizer = rebuild_optimizer(optimizer, before, model, event.optimizer_policy)
-                step_model = compile_model(model, spec)
-                compile_pending = spec.compile
-                st["stage"] += 1
-                st["growth_flops"] += int(event.extra_flops)
-                st["width_history"].append({"epoch": epoch, "widths": widths_of(model)})
-        set_multipliers(optimizer, model, method)
-        step_hook = (lambda: set_multipliers(optimizer, model, method)) if method.multipliers_every_step else None
-        train_loader.channels_last = test_loader.channels_last = use_channels_last(spec, widths_of(model))
-        if method.batch_size(epoch) != train_loader.batch_size:
-            train_loader.batch_size = method.batch_size(epoch)
-        train_loader.set_epoch(epoch)
-        bar = None
-        if show:
-            from tqdm import tqdm
-            bar = tqdm(total=len(train_loader), desc=f"epoch {epoch + 1}/{spec.epochs}", leave=False, file=sys.stderr)
-        first_step = [] if compile_pending else None
-        with timer.section("train"):
-            train_loss, lr = train_epoch(step_model, model, optimizer, train_loader, spec, epoch, device, bar,
-                                         step_hook, first_step)
-        if first_step:  # the first step after (re)compiling is compilation: its own column
-            timer.totals["train"] -= first_step[0]
-            timer.totals["compile"] += first_step[0]
-            compile_pending = False
-        if bar is not None:
-            bar.close()
-        steps = len(train_loader)
-        widths = widths_of(model)
-        train_step = step_flops(spec.arch, widths, num_classes, size, train_loader.batch_size)
-        st["train_flops"] += steps * train_step
-        with timer.section("eval"):
-            test_loss, test_acc = evaluate(model, test_loader, spec, device)
-        st["eval_flops"] += eval_flops(spec, widths, test_loader.num_samples, num_classes, size)
-        st["epoch"] = epoch + 1
-        timer.totals["wall"] += time.perf_counter() - t_epoch  # the epoch without its checkpoint write
-        row = {"epoch": epoch + 1, "stage": st["stage"], "lr": lr, "batch_size": train_loader.batch_size,
-               "steps": steps, "train_loss": train_loss, "test_loss": test_loss, "test_acc": test_acc,
-               "widths": widths, "params": param_count(model), "train_step_flops": train_step,
-               "train_flops": st["train_flops"], "eval_flops": st["eval_flops"], "growth_flops": st["growth_flops"],
-               **{f"{k}_seconds": v for k, v in timer.as_dict().items()}, **method.log()}
-        row["load"] = machine_load(time.perf_counter() - t_epoch, time.process_time() - cpu_epoch, threads)
+
+def grow_if_due(live: Live, st: LoopState, epoch: int) -> GrowthEvent | None:
+    """The method's growth step before ``epoch``; after a growth the optimizer is rebuilt over the new
+    parameters (state carried or reset) and the model recompiled."""
+    spec = live.spec
+    before = dict(live.model.named_parameters())
+    ctx = GrowthContext(live.model, epoch, live.growth_gen,
+                        lambda: live.train_loader.iterate(epoch, GROWTH_STREAM), live.device,
+                        steps_per_epoch=len(live.train_loader), autocast=lambda: autocast(spec, live.device))
+    with live.timer.section("growth"):
+        event = grow(live.method, ctx)
         if event is not None:
-            row["growth"] = event.info
-        st["history"].append(row)
-        rd.append_history(row)
-        if spec.checkpoint or epoch + 1 == spec.epochs:
-            with timer.section("checkpoint"):
-                st["times"] = timer.as_dict()
-                rd.save_checkpoint({"widths": widths, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                    "method": method.state_dict(), "loop": st,
-                                    "rng": {"torch": torch.get_rng_state(), "growth": growth_gen.get_state()}})
-        st["times"] = timer.as_dict()
-        log(f"[{rd.path.name}] epoch {epoch + 1}/{spec.epochs} stage {st['stage']} loss {train_loss:.4f} "
-            f"test_acc {test_acc:.4f} lr {lr:.4g} ({time.perf_counter() - t_epoch:.1f}s)")
-
-    result = build_result(spec, st, model, data_source, device, mode, setup_seconds, num_classes, size,
-                          steps_per_epoch=train_loader.size // spec.batch_size, batch_size=spec.batch_size)
-    rd.write_result(result)
-    return result
+            live.model = place(ctx.model, spec, live.device)
+            live.optimizer = rebuild_optimizer(live.optimizer, before, live.model, event.optimizer_policy)
+            live.step_model = compile_model(live.model, spec)
+            live.compile_pending = spec.compile
+            st.stage += 1
+            st.growth_flops += int(event.extra_flops)
+            st.width_history.append({"epoch": epoch, "widths": widths_of(live.model)})
+    return event
 
 
-def build_result(spec, st, model, data_source, device, mode, setup_seconds, num_classes, image_size,
-                 steps_per_epoch, batch_size) -> dict:
-    hist = st["history"]
-    t = st["times"]
-    method = methods.create(spec)
-    target = method.target_widths()
-    large_flops = spec.epochs * steps_per_epoch * step_flops(spec.arch, target, num_classes, image_size, batch_size)
+def prepare_epoch(live: Live, epoch: int) -> None:
+    """LR multipliers, batch size and memory format for this epoch's width."""
+    live.record = set_multipliers(live.optimizer, live.model, live.method, epoch)
+    cl = use_channels_last(live.spec, widths_of(live.model))
+    live.train_loader.start_epoch(epoch, batch_size=live.method.batch_size(epoch), channels_last=cl)
+    live.test_loader.start_epoch(0, channels_last=cl)
+
+
+def train_one_epoch(live: Live, epoch: int, show: bool) -> tuple[float, float]:
+    """The epoch's training steps, timed; the first step after a (re)compile is timed as ``compile``."""
+    bar = None
+    if show:
+        from tqdm import tqdm
+        bar = tqdm(total=len(live.train_loader), desc=f"epoch {epoch + 1}/{live.spec.epochs}", leave=False,
+                   file=sys.stderr)
+    step_hook = None
+    if live.method.multipliers_every_step:
+        def step_hook():
+            live.record = set_multipliers(live.optimizer, live.model, live.method, epoch)
+    with live.timer.section("train"):
+        train_loss, lr, first = train_epoch(live.step_model, live.model, live.optimizer, live.train_loader, live.spec,
+                                            epoch, live.device, bar, step_hook, time_first_step=live.compile_pending)
+    if first is not None:
+        live.timer.move("train", "compile", first)
+        live.compile_pending = False
+    if bar is not None:
+        bar.close()
+    return train_loss, lr
+
+
+def evaluate_epoch(live: Live, st: LoopState) -> tuple[float, float]:
+    with live.timer.section("eval"):
+        test_loss, test_acc = evaluate(live.model, live.test_loader, live.spec, live.device)
+    st.eval_flops += eval_flops(live.spec, widths_of(live.model), live.test_loader.num_samples, live.num_classes,
+                                live.image_size)
+    return test_loss, test_acc
+
+
+def account(live: Live, st: LoopState, epoch: int, event: GrowthEvent | None, train_loss: float, lr: float,
+            test_loss: float, test_acc: float) -> dict:
+    """The epoch's training FLOPs, and its history row."""
+    steps, batch = len(live.train_loader), live.train_loader.batch_size
+    widths = widths_of(live.model)
+    train_step = step_flops(live.spec.arch, widths, live.num_classes, live.image_size, batch)
+    st.train_flops += steps * train_step
+    row = {"epoch": epoch + 1, "stage": st.stage, "lr": lr, "batch_size": batch, "steps": steps,
+           "train_loss": train_loss, "test_loss": test_loss, "test_acc": test_acc, "widths": widths,
+           "params": param_count(live.model), "train_step_flops": train_step, "train_flops": st.train_flops,
+           "eval_flops": st.eval_flops, "growth_flops": st.growth_flops,
+           **{f"{k}_seconds": v for k, v in live.timer.as_dict().items()}, **live.record}
+    if event is not None:
+        row["growth"] = event.info
+    return row
+
+
+def save_checkpoint(live: Live, st: LoopState, rd: RunDir) -> None:
+    with live.timer.section("checkpoint"):
+        st.times = live.timer.as_dict()
+        rd.save_checkpoint({"widths": widths_of(live.model), "model": live.model.state_dict(),
+                            "optimizer": live.optimizer.state_dict(), "method": live.method.state_dict(),
+                            "loop": st.to_dict(),
+                            "rng": {"torch": torch.get_rng_state(), "growth": live.growth_gen.get_state()}})
+
+
+def build_result(live: Live, st: LoopState, data_source: str, mode: dict, setup_seconds: float) -> dict:
+    spec, method, model = live.spec, live.method, live.model
+    hist, t = st.history, st.times
+    steps_per_epoch = live.train_loader.size // spec.batch_size
+    large_flops = spec.epochs * steps_per_epoch * step_flops(spec.arch, method.target_widths(), live.num_classes,
+                                                             live.image_size, spec.batch_size)
     per_stage = {}
     for row in hist:
         s = per_stage.setdefault(row["stage"], {"stage": row["stage"], "widths": row["widths"], "epochs": 0,
@@ -397,25 +501,26 @@ def build_result(spec, st, model, data_source, device, mode, setup_seconds, num_
         "config_hash": config_hash(spec),
         "config": spec_to_dict(spec),
         "method": spec.method,
+        "traits": methods.method_traits(spec.method),
         "data_source": data_source,
-        "environment": environment(device),
+        "environment": environment(live.device),
         # the execution mode: each auto field's resolved value, what was asked and why, the hardware
-        "mode": {**mode, "compile": spec.compile, "deterministic": spec.deterministic, "device": str(device)},
+        "mode": {**mode, "compile": spec.compile, "deterministic": spec.deterministic, "device": str(live.device)},
         "status": "complete",
         "times": {"train_seconds": t.get("train", 0.0), "eval_seconds": t.get("eval", 0.0),
                   "growth_seconds": t.get("growth", 0.0), "checkpoint_seconds": t.get("checkpoint", 0.0),
                   "compile_seconds": t.get("compile", 0.0),
                   "total_seconds": t.get("wall", 0.0) + t.get("checkpoint", 0.0),
                   "last_setup_seconds": setup_seconds},
-        "flops": {"convention": CONVENTION, "train": st["train_flops"], "eval": st["eval_flops"],
-                  "growth_overhead": st["growth_flops"], "train_with_overhead": st["train_flops"] + st["growth_flops"],
-                  "large_train": large_flops, "train_cost_fraction": st["train_flops"] / large_flops,
+        "flops": {"convention": CONVENTION, "train": st.train_flops, "eval": st.eval_flops,
+                  "growth_overhead": st.growth_flops, "train_with_overhead": st.train_flops + st.growth_flops,
+                  "large_train": large_flops, "train_cost_fraction": st.train_flops / large_flops,
                   "per_stage": list(per_stage.values())},
         # optimizer state at growth (carry / reset), resolved from growth.optimizer; None: never grows
-        "growth_optimizer": method.optimizer_policy() if hasattr(method, "optimizer_policy") else None,
+        "growth_optimizer": method.optimizer_policy(),
         "final_params": param_count(model),
         "final_widths": widths_of(model),
-        "width_history": st["width_history"],
+        "width_history": st.width_history,
         "epochs": hist,
         "final_test_acc": hist[-1]["test_acc"],
         "best_test_acc": max(h["test_acc"] for h in hist),

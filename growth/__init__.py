@@ -1,4 +1,4 @@
-"""Growth machinery shared by every grower, and the paper's method.
+"""Growth machinery shared by every grower, and the paper's method. A library: it imports only torch.
 
     import torch
     from bench.models import build
@@ -16,16 +16,11 @@ import torch
 from torch import nn
 
 from growth.lra import lra_multipliers, stage_ratios
+from growth.replicate import ReplicationRule
 from growth.surgery import GroupPlan, Rule, grow_model, paired_plan
 from growth.vt import VarianceTransfer
 
-RULES: dict[str, type[Rule]] = {"vt": VarianceTransfer}
-
-
-def _register_baseline_rules() -> None:
-    from baselines.net2net import Net2NetRule
-
-    RULES.setdefault("net2net", Net2NetRule)
+RULES: dict[str, type[Rule]] = {"vt": VarianceTransfer, "net2net": ReplicationRule}
 
 
 def grow(model: nn.Module, new_widths: dict[str, int], rule: str | Rule = "vt",
@@ -34,7 +29,6 @@ def grow(model: nn.Module, new_widths: dict[str, int], rule: str | Rule = "vt",
     rule (``options`` go to the rule, e.g. ``rescale=False``); new channels are tagged with ``stage``
     (default: one past the latest). Rebuild the optimizer afterwards (``bench.optim.rebuild_optimizer``)."""
     if isinstance(rule, str):
-        _register_baseline_rules()
         if rule not in RULES:
             raise ValueError(f"unknown growth rule {rule!r}; accepted: {', '.join(RULES)}")
         rule = RULES[rule](generator=generator, **options)
@@ -44,5 +38,5 @@ def grow(model: nn.Module, new_widths: dict[str, int], rule: str | Rule = "vt",
     return model
 
 
-__all__ = ["grow", "RULES", "Rule", "GroupPlan", "paired_plan", "grow_model", "VarianceTransfer",
+__all__ = ["grow", "RULES", "Rule", "GroupPlan", "paired_plan", "grow_model", "VarianceTransfer", "ReplicationRule",
            "lra_multipliers", "stage_ratios"]

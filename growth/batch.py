@@ -1,4 +1,4 @@
-"""Batch-size adaptation (paper.md 7): while the model is small, larger batches keep the per-step
+"""Batch-size adaptation (docs/method.md §7): while the model is small, larger batches keep the per-step
 work near that of the full model. B_t = B * 2^j, j = floor(log2(MACs_full / MACs_t)), at most
 ``max_factor`` times B. The LR is not rescaled by default (as in the paper); LR, LRA and all
 schedules are defined on epochs, so only the number of steps per epoch changes."""

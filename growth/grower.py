@@ -1,6 +1,17 @@
-"""What the gradient growers (GradMax, Firefly, splitting) share: a plug-in base on the shared
-schedule that measures a signal on the simple pairs that grow, hands the surgery a PairRule, and
-charges every extra pass and matrix product to the run's growth overhead."""
+"""Growing on the shared schedule: the base of every grower, and what the gradient growers
+(GradMax, Firefly, splitting) share on top of it.
+
+ScheduledGrowth, before each epoch:
+    if the epoch is a growth epoch E_t of the schedule (growth/schedule.py):
+        step = GrowthStep(stage t, widths before, target widths C_t)
+        rule = self.rule(ctx, step)              the method's choice (may measure a growth signal)
+        grow_model(model, C_t, rule)             the one surgery (growth/surgery.py)
+        self.after_growth(ctx, step)             candidate training, BN re-estimation
+    report the step's extra FLOPs and optimizer policy to the loop
+
+PairGrower.rule: the simple pairs that grow get the method's PairGrowth (``grow_pairs``), every
+other group VT pairing; every extra pass and matrix product is charged to the step's tally.
+"""
 from __future__ import annotations
 
 import math
@@ -9,26 +20,74 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from bench.flops import step_flops
-from bench.methods import GrowthContext
-from growth.method import ScheduledGrowth
+from growth.api import GrowthContext, GrowthEvent, GrowthStep, Method, MethodSetup
 from growth.pairs import Pair, PairGrowth, PairRule, simple_pairs
-from growth.signal import Tally
+from growth.schedule import batch_schedule, make_schedule
+from growth.surgery import Rule, grow_model
 from growth.widths import widths_of
 
 
+class ScheduledGrowth(Method):
+    """Grows on the shared schedule (same widths and epochs for every grower); subclasses give the rule.
+    ``prepare(model)`` runs before every epoch, so what it sets survives a resume."""
+
+    grows = True
+    original_optimizer = "carry"  # the optimizer-state policy of the method's original code
+
+    def __init__(self, setup: MethodSetup):
+        super().__init__(setup)
+        spec = setup.spec
+        self.schedule = make_schedule(setup.target, spec.growth, spec.epochs)
+        self.batches = batch_schedule(self.schedule, spec.batch_size, spec.growth,
+                                      lambda widths: setup.flops(widths, 1, False))
+
+    def start_widths(self) -> dict[str, int]:
+        return dict(self.schedule.widths[0])
+
+    def rule(self, ctx: GrowthContext, step: GrowthStep) -> Rule:
+        raise NotImplementedError
+
+    def prepare(self, model) -> None:
+        pass
+
+    def after_growth(self, ctx: GrowthContext, step: GrowthStep) -> None:
+        pass
+
+    def optimizer_policy(self) -> str:
+        policy = self.spec.growth.optimizer
+        return self.original_optimizer if policy == "method" else policy
+
+    def before_epoch(self, ctx: GrowthContext) -> GrowthEvent | None:
+        self.prepare(ctx.model)
+        if ctx.epoch not in self.schedule.growth_epochs:
+            return None
+        stage = self.schedule.stage_at(ctx.epoch)
+        step = GrowthStep(stage, ctx.epoch, widths_of(ctx.model), dict(self.schedule.widths[stage]))
+        grow_model(ctx.model, step.target, self.rule(ctx, step), stage)
+        self.after_growth(ctx, step)
+        policy = self.optimizer_policy()
+        flops = step.tally.flops
+        return GrowthEvent(extra_flops=flops, optimizer_policy=policy,
+                           info={"stage": stage, "optimizer": policy, "extra_flops": flops, **step.info})
+
+    def batch_size(self, epoch: int) -> int:
+        return self.batches[epoch]
+
+    def lr_multipliers(self, model, epoch):
+        factor = self.batches[epoch] / self.spec.batch_size
+        if self.spec.growth.batch_lr_scaling and factor != 1:  # linear scaling rule, an option
+            return {name: factor for name, _ in model.named_parameters()}
+        return None
+
+
 class PairGrower(ScheduledGrowth):
-    def grow_pairs(self, ctx: GrowthContext, pairs: dict[str, Pair], tally: Tally) -> dict[str, PairGrowth]:
+    def grow_pairs(self, ctx: GrowthContext, step: GrowthStep, pairs: dict[str, Pair]) -> dict[str, PairGrowth]:
         """The method's choice of new units for every growing simple pair."""
         raise NotImplementedError
 
-    def rule(self, ctx: GrowthContext) -> PairRule:
-        model = ctx.model
-        pairs = {g: p for g, p in simple_pairs(model).items() if self.target[g] > model.widths[g]}
-        tally = Tally()
-        growths = self.grow_pairs(ctx, pairs, tally) if pairs else {}
-        self.extra_flops += tally.flops
-        return PairRule(growths, ctx.generator)
+    def rule(self, ctx: GrowthContext, step: GrowthStep) -> PairRule:
+        pairs = growing_pairs(ctx.model, step)
+        return PairRule(self.grow_pairs(ctx, step, pairs) if pairs else {}, ctx.generator)
 
     # -- budgets and their cost -------------------------------------------------------------
     @staticmethod
@@ -42,17 +101,20 @@ class PairGrower(ScheduledGrowth):
         while True:
             yield from ctx.batches()
 
-    def charge(self, ctx: GrowthContext, x: torch.Tensor, train: bool = True) -> None:
+    def charge(self, ctx: GrowthContext, step: GrowthStep, x: torch.Tensor, train: bool = True) -> None:
         """A forward (+ backward if ``train``) pass of the current model over the images ``x``."""
-        model = ctx.model
-        self.extra_flops += step_flops(ctx.spec.arch, widths_of(model), model.num_classes, x.shape[-1], x.shape[0],
-                                       train=train)
+        step.tally.flops += self.setup.flops(widths_of(ctx.model), x.shape[0], train)
 
-    def charged(self, ctx: GrowthContext, batches, train: bool = True):
+    def charged(self, ctx: GrowthContext, step: GrowthStep, batches, train: bool = True):
         """Pass ``batches`` through, charging each one's pass."""
         for x, y in batches:
-            self.charge(ctx, x, train)
+            self.charge(ctx, step, x, train)
             yield x, y
+
+
+def growing_pairs(model: nn.Module, step: GrowthStep) -> dict[str, Pair]:
+    """The simple pairs of ``model`` whose group grows in ``step``."""
+    return {g: p for g, p in simple_pairs(model).items() if step.target[g] > step.before[g]}
 
 
 def fan_out_norms(consumer: nn.Module, old: int, span: int = 1) -> torch.Tensor:
@@ -93,5 +155,3 @@ def reestimate_bn(model: nn.Module, batches, autocast) -> None:
     for m, mom in zip(bns, momenta):
         m.momentum = mom
     model.train(was_training)
-
-

@@ -1,4 +1,4 @@
-"""Learning-rate adaptation (paper.md 5): the weights born at growth stage t train with
+"""Learning-rate adaptation (docs/method.md §5): the weights born at growth stage t train with
 
     eta_t = eta_0 * ||W_dt||_F / ||W_0||_F
 
@@ -28,13 +28,13 @@ def entry_stages(model: nn.Module) -> dict[str, torch.Tensor]:
     out = {}
     for path, info in layer_groups(model).items():
         w = modules[path].weight
-        rows = model.birth(info["out"]) if info["out"] else torch.zeros(w.shape[0], dtype=torch.long)
-        if info["depthwise"]:
+        rows = model.birth(info.out) if info.out else torch.zeros(w.shape[0], dtype=torch.long)
+        if info.depthwise:
             stages = rows.view(-1, *([1] * (w.dim() - 1)))
         else:
-            cols = model.birth(info["in"]) if info["in"] else torch.zeros(w.shape[1], dtype=torch.long)
-            if info["span"] > 1:
-                cols = cols.repeat_interleave(info["span"])
+            cols = model.birth(info.inp) if info.inp else torch.zeros(w.shape[1], dtype=torch.long)
+            if info.span > 1:
+                cols = cols.repeat_interleave(info.span)
             stages = torch.maximum(rows.view(-1, 1), cols.view(1, -1))
             stages = stages.view(*stages.shape, *([1] * (w.dim() - 2)))
         out[path] = stages.to(w.device).expand_as(w)

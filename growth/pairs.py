@@ -1,6 +1,6 @@
 """Simple producer/consumer pairs and the rule that grows them by a gradient grower's choice.
 
-A **simple pair** (baselines.md 0) is a channel group with exactly one producer (conv/linear whose
+A **simple pair** (docs/baselines.md §0) is a channel group with exactly one producer (conv/linear whose
 outputs are the group) and one consumer (the conv/linear that reads it), with only per-channel
 layers between (BN, ReLU, a depthwise conv, pooling): ResNet block-internal widths, every VGG conv,
 MobileNet's pointwise outputs, MLP hidden layers. GradMax, Firefly and splitting derive their new
@@ -106,10 +106,10 @@ class PairRule(Rule):
         pg = self.growths.get(group)
         return pg.plan(old, new) if pg is not None else self.stream.plan(group, old, new)
 
-    def fresh(self, layer, module, part, shape, info, plans):
-        pg = self.growths.get(info["in"] if part == "cols" else info["out"])
+    def fresh(self, layer, part, shape):
+        pg = self.growths.get(layer.info.inp if part == "cols" else layer.info.out)
         if pg is None:
-            return self.stream.fresh(layer, module, part, shape, info, plans)
+            return self.stream.fresh(layer, part, shape)
         if part == "depthwise":
             return delta_filter(shape)
         if pg.fan_in is None:  # splits only: the fresh blocks are empty
@@ -120,11 +120,11 @@ class PairRule(Rule):
         rows[:, :pg.fan_in.shape[1]] = pg.fan_in.float()
         return rows.reshape(shape)
 
-    def finalize(self, layer, module, weight, plans, info):
-        pg = self.growths.get(info["out"]) if info["out"] else None
-        if pg is None or pg.delta is None or info["depthwise"]:
+    def finalize(self, layer, weight):
+        pg = self.growths.get(layer.info.out) if layer.info.out else None
+        if pg is None or pg.delta is None or layer.info.depthwise:
             return weight
-        plan = plans[info["out"]]
+        plan = layer.plans[layer.info.out]
         sign = pg.offsets(plan).to(weight.device, weight.dtype)
         if not sign.any():
             return weight

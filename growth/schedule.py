@@ -1,4 +1,4 @@
-"""Width and epoch schedules (paper.md 6) and the training cost they imply.
+"""Width and epoch schedules (docs/method.md §6) and the training cost they imply.
 
 Widths: start at ``start_fraction`` of the final width; each stage adds round_to_even(p_c * C),
 capped at the final width. ``global`` applies the widest group's ratio sequence to every group
@@ -11,12 +11,33 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass
+from typing import Callable
 
-from bench.data import NUM_CLASSES, image_size
-from bench.flops import image_activations, step_flops
-from bench.models import scaled_widths
+from growth.api import option
 
-TRAIN_SIZE = {"cifar10": 50_000, "cifar100": 50_000, "imagenet": 1_281_167}
+
+@dataclass(frozen=True)
+class ScheduleOptions:
+    """How a growing method changes width over training (the ``growth`` section of a run's config):
+    one schedule shared by every grower of a comparison."""
+    start_fraction: float = option(0.25, "width of the first stage as a fraction of the target widths", low=0, high=1,
+                                   low_open=True)
+    schedule: str = option("exp", "exp: stages lengthen by p_t | fixed: a growth every t0 epochs | list: growth_epochs",
+                           choices=("exp", "fixed", "list"))
+    p_c: float = option(0.2, "each stage adds round_to_even(p_c x current width) channels", low=0, low_open=True)
+    p_t: float = option(0.2, "exp: stage t lasts T_(t-1) + round(p_t x T_(t-1)) epochs", low=0)
+    t0: int = option(5, "epochs of the first stage (5 for CIFAR-10 at 100 epochs)", low=1)
+    width_rule: str = option("global", "global: the widest group's ratio sequence for all | per_layer",
+                             choices=("global", "per_layer"))
+    growth_epochs: tuple[int, ...] = option((), "schedule list: the epochs (0-based) before which to grow", low=1)
+    stages: int = option(0, "growth steps; 0 = as many as p_c needs to reach full width", low=0)
+    width_align: int = option(0, "round every stage width to the nearest multiple of this (at least one multiple, at "
+                              "most the target), after the paper's rounding to even; 0: off", low=0)
+    optimizer: str = option("method", "optimizer state at growth: method (each method's original policy) | carry "
+                            "(old slice copied, new zero) | reset", choices=("method", "carry", "reset"))
+    batch_adapt: bool = option(False, "batch-size adaptation: B_t = B x 2^floor(log2(MACs_full / MACs_t)), capped")
+    batch_max_factor: int = option(8, "cap on B_t / B", low=1)
+    batch_lr_scaling: bool = option(False, "scale the LR with B_t / B (the paper does not)")
 
 
 class ScheduleError(ValueError):
@@ -39,8 +60,9 @@ def width_ladder(c_final: int, start_fraction: float, p_c: float, min_increment:
 
 
 def stage_widths(target: dict[str, int], start_fraction: float, p_c: float, width_rule: str,
-                 stages: int = 0) -> list[dict[str, int]]:
-    """Widths of every group at stages 0..N (the last is ``target``)."""
+                 stages: int = 0, align: int = 0) -> list[dict[str, int]]:
+    """Widths of every group at stages 0..N (the last is ``target``); ``align`` > 0 rounds each width to
+    the nearest multiple of it (halves up; at least ``align``, at most the group's target)."""
     if width_rule == "global":
         c_max = max(target.values())
         ratios = [c / c_max for c in width_ladder(c_max, start_fraction, p_c, 2)]
@@ -51,6 +73,9 @@ def stage_widths(target: dict[str, int], start_fraction: float, p_c: float, widt
         seq = [{g: lad[min(t, len(lad) - 1)] for g, lad in ladders.items()} for t in range(n)]
     if stages and stages < len(seq) - 1:  # fewer steps: keep the first ones, the last jumps to full width
         seq = seq[:stages] + [dict(target)]
+    if align:
+        seq = [{g: min(target[g], max(align, (2 * w + align) // (2 * align) * align)) for g, w in s.items()}
+               for s in seq]
     return seq
 
 
@@ -82,58 +107,34 @@ def growth_epochs(gs, n_steps: int) -> list[int]:
     return list(gs.growth_epochs)
 
 
-def make_schedule(spec) -> Schedule:
-    gs = spec.growth
-    target = scaled_widths(spec.arch, spec.width_mult)
+def make_schedule(target: dict[str, int], gs: ScheduleOptions, epochs: int) -> Schedule:
+    """The stage widths and growth epochs of a run of ``epochs`` epochs growing to ``target``."""
     stages = gs.stages or (len(gs.growth_epochs) if gs.schedule == "list" else 0)
-    widths = stage_widths(target, gs.start_fraction, gs.p_c, gs.width_rule, stages)
+    widths = stage_widths(target, gs.start_fraction, gs.p_c, gs.width_rule, stages, gs.width_align)
     n = len(widths) - 1
     if gs.schedule == "list" and len(gs.growth_epochs) != n:
         raise ScheduleError(f"growth.growth_epochs: {len(gs.growth_epochs)} epochs given for {n} growth steps")
-    epochs = growth_epochs(gs, n)
-    if any(b <= a for a, b in zip(epochs, epochs[1:])) or (epochs and epochs[0] < 1):
-        raise ScheduleError(f"growth.growth_epochs: {epochs} must increase strictly from >= 1")
-    if epochs and epochs[-1] >= spec.epochs:
-        raise ScheduleError(f"growth schedule: growth epochs {epochs} do not fit {spec.epochs} epochs "
+    at = growth_epochs(gs, n)
+    if any(b <= a for a, b in zip(at, at[1:])) or (at and at[0] < 1):
+        raise ScheduleError(f"growth.growth_epochs: {at} must increase strictly from >= 1")
+    if at and at[-1] >= epochs:
+        raise ScheduleError(f"growth schedule: growth epochs {at} do not fit {epochs} epochs "
                             f"({gs.schedule}, t0={gs.t0}, p_t={gs.p_t}); the last growth must come before the last epoch")
-    return Schedule(tuple(widths), tuple(epochs), spec.epochs)
+    return Schedule(tuple(widths), tuple(at), epochs)
 
 
-def batch_schedule(spec, schedule: Schedule) -> list[int]:
-    """Training batch size per epoch: the spec's, or adapted to the width (growth/batch.py)."""
+def batch_schedule(schedule: Schedule, batch_size: int, gs: ScheduleOptions,
+                   forward_flops: Callable[[dict[str, int]], int]) -> list[int]:
+    """Training batch size per epoch: ``batch_size``, or adapted to the width (growth/batch.py) from
+    ``forward_flops(widths)``, the FLOPs of one image's forward pass."""
     from growth.batch import adapted_batch
 
-    if not spec.growth.batch_adapt:
-        return [spec.batch_size] * spec.epochs
-    k, s = NUM_CLASSES[spec.dataset], image_size(spec)
-    full = step_flops(spec.arch, schedule.widths[-1], k, s, 1, train=False)
-    return [adapted_batch(spec.batch_size, step_flops(spec.arch, schedule.widths_at(e), k, s, 1, train=False), full,
-                          spec.growth.batch_max_factor) for e in range(spec.epochs)]
+    if not gs.batch_adapt:
+        return [batch_size] * schedule.epochs
+    full = forward_flops(schedule.widths[-1])
+    return [adapted_batch(batch_size, forward_flops(schedule.widths_at(e)), full, gs.batch_max_factor)
+            for e in range(schedule.epochs)]
 
 
-def cost_fraction(spec, schedule: Schedule | None = None, n_train: int | None = None) -> float:
-    """Training FLOPs of the grown run over those of the large model trained for the same epochs, with
-    the loop's own accounting (steps of equal size, last partial batch dropped)."""
-    k, s = NUM_CLASSES[spec.dataset], image_size(spec)
-    return _fraction(spec, schedule, n_train, lambda widths, batch: step_flops(spec.arch, widths, k, s, batch))
-
-
-def activation_fraction(spec, schedule: Schedule | None = None, n_train: int | None = None) -> float:
-    """As ``cost_fraction``, with activation elements (bench/flops.py: count_activations) in place of
-    FLOPs: the grown run's cost relative to the large one's on hardware bound by memory traffic,
-    where a step's time scales with width rather than with width squared."""
-    k, s = NUM_CLASSES[spec.dataset], image_size(spec)
-    return _fraction(spec, schedule, n_train, lambda widths, batch: batch * image_activations(spec.arch, widths, k, s))
-
-
-def _fraction(spec, schedule: Schedule | None, n_train: int | None, step_cost) -> float:
-    """sum over the grown run's steps of ``step_cost(widths, batch)`` / the same for the large run."""
-    schedule = schedule or make_schedule(spec)
-    n = n_train or spec.train_subset or TRAIN_SIZE[spec.dataset]
-    grown = sum((n // b) * step_cost(schedule.widths_at(e), b) for e, b in enumerate(batch_schedule(spec, schedule)))
-    large = spec.epochs * (n // spec.batch_size) * step_cost(schedule.widths[-1], spec.batch_size)
-    return grown / large
-
-
-__all__ = ["Schedule", "ScheduleError", "make_schedule", "stage_widths", "width_ladder", "round_even",
-           "cost_fraction", "activation_fraction", "batch_schedule", "growth_epochs"]
+__all__ = ["ScheduleOptions", "Schedule", "ScheduleError", "make_schedule", "stage_widths", "width_ladder",
+           "round_even", "batch_schedule", "growth_epochs"]

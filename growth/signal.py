@@ -31,24 +31,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from growth.api import Tally  # noqa: F401 (re-exported: the growers count their work with it)
 from growth.pairs import Pair
 
-SOFTPLUS_BETA = 3.0  # baselines.md 4.1: sigma'' of softplus(beta z) stands in for ReLU's (zero a.e.)
-
-
-class Tally:
-    """Counts the FLOPs of the growers' own linear algebra (2 per multiply-add)."""
-
-    def __init__(self):
-        self.flops = 0
-
-    def matmul(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        self.flops += 2 * a.shape[0] * a.shape[1] * b.shape[1]
-        return a @ b
-
-    def svd(self, m: int, n: int) -> None:
-        lo, hi = min(m, n), max(m, n)
-        self.flops += 4 * hi * lo * lo + 22 * lo ** 3  # Golub & Van Loan, thin SVD with both factors
+SOFTPLUS_BETA = 3.0  # docs/baselines.md §4.1: sigma'' of softplus(beta z) stands in for ReLU's (zero a.e.)
 
 
 @dataclass

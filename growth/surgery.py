@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from growth.widths import layer_groups
+from growth.widths import LayerInfo, layer_groups
 
 
 @dataclass
@@ -54,7 +54,7 @@ class GroupPlan:
 
 
 def paired_plan(old: int, new: int) -> GroupPlan:
-    """VT pairing (paper.md 2.1): k = new - old (even) new channels from k/2 fresh ones, stacked
+    """VT pairing (docs/method.md §2.1): k = new - old (even) new channels from k/2 fresh ones, stacked
     [V; V] on the producer side and [Z, -Z] on the consumer side."""
     k = new - old
     if k < 0 or k % 2:
@@ -84,6 +84,21 @@ def replica_plan(old: int, replicas: torch.Tensor, n_fresh: int = 0) -> GroupPla
     return GroupPlan(old, len(src), n_fresh, src, scale, copy)
 
 
+@dataclass(frozen=True)
+class LayerEdit:
+    """The layer being grown, as every Rule hook sees it."""
+    path: str  # module path in the model
+    module: nn.Module  # still at its old widths
+    info: LayerInfo  # the groups of its outputs and inputs
+    plans: dict[str, "GroupPlan"]  # every group's plan
+
+    def plan_out(self) -> "GroupPlan | None":
+        return self.plans.get(self.info.out) if self.info.out else None
+
+    def plan_in(self) -> "GroupPlan | None":
+        return self.plans.get(self.info.inp) if self.info.inp else None
+
+
 class Rule:
     """What a grower decides; the defaults give zero fresh weights, unit BN entries and no rescale."""
 
@@ -95,18 +110,16 @@ class Rule:
     def plan(self, group: str, old: int, new: int) -> GroupPlan:
         raise NotImplementedError
 
-    def scale(self, layer: str, module: nn.Module, info: dict, plans: dict[str, GroupPlan]) -> float:
+    def scale(self, layer: LayerEdit) -> float:
         """Factor on the old block of this conv/linear layer (and its BN's running statistics)."""
         return 1.0
 
-    def fresh(self, layer: str, module: nn.Module, part: str, shape: tuple[int, ...], info: dict,
-              plans: dict[str, GroupPlan]) -> torch.Tensor:
+    def fresh(self, layer: LayerEdit, part: str, shape: tuple[int, ...]) -> torch.Tensor:
         """A fresh weight block: ``part`` is 'rows' (fresh outputs), 'cols' (fresh inputs of old outputs)
         or 'depthwise' (fresh filters)."""
         return torch.zeros(shape)
 
-    def finalize(self, layer: str, module: nn.Module, weight: torch.Tensor, plans: dict[str, GroupPlan],
-                 info: dict) -> torch.Tensor:
+    def finalize(self, layer: LayerEdit, weight: torch.Tensor) -> torch.Tensor:
         """Last edit of a grown weight (Net2Net noise on replicas); identity by default."""
         return weight
 
@@ -115,32 +128,31 @@ def _gather(t: torch.Tensor, plan: GroupPlan, dim: int) -> torch.Tensor:
     return t.index_select(dim, plan.src.to(t.device))
 
 
-def _grow_layer(path: str, mod: nn.Module, info: dict, plans: dict[str, GroupPlan], rule: Rule,
-                scales: dict[str, float]) -> None:
-    po = plans.get(info["out"]) if info["out"] else None
-    pi = plans.get(info["in"]) if info["in"] else None
+def _grow_layer(edit: LayerEdit, rule: Rule, scales: dict[str, float]) -> None:
+    path, mod, info = edit.path, edit.module, edit.info
+    po, pi = edit.plan_out(), edit.plan_in()
     po = po if po is not None and po.grows else None
     pi = pi if pi is not None and pi.grows else None
     if po is None and pi is None:
         return
     w = mod.weight.detach()
     dev, dt = w.device, w.dtype
-    if info["depthwise"]:  # a per-channel filter: copied with its channel, never column-scaled
-        fresh = rule.fresh(path, mod, "depthwise", (po.n_fresh, *w.shape[1:]), info, plans).to(dev, dt)
+    if info.depthwise:  # a per-channel filter: copied with its channel, never column-scaled
+        fresh = rule.fresh(edit, "depthwise", (po.n_fresh, *w.shape[1:])).to(dev, dt)
         new = _gather(torch.cat([w, fresh]), po, 0)
         mod.in_channels = mod.out_channels = mod.groups = po.new
     else:
-        s = rule.scale(path, mod, info, plans)
+        s = rule.scale(edit)
         scales[path] = s
-        span = info["span"]
+        span = info.span
         base = w * s
         if isinstance(mod, nn.Linear) and span > 1:  # flatten: each input channel owns `span` columns
             base = base.reshape(w.shape[0], -1, span)
         if pi is not None:
-            cols = rule.fresh(path, mod, "cols", (base.shape[0], pi.n_fresh, *base.shape[2:]), info, plans).to(dev, dt)
+            cols = rule.fresh(edit, "cols", (base.shape[0], pi.n_fresh, *base.shape[2:])).to(dev, dt)
             base = torch.cat([base, cols], 1)
         if po is not None:
-            rows = rule.fresh(path, mod, "rows", (po.n_fresh, *base.shape[1:]), info, plans).to(dev, dt)
+            rows = rule.fresh(edit, "rows", (po.n_fresh, *base.shape[1:])).to(dev, dt)
             base = torch.cat([base, rows], 0)
         if pi is not None:
             shape = (1, -1) + (1,) * (base.dim() - 2)
@@ -152,7 +164,7 @@ def _grow_layer(path: str, mod: nn.Module, info: dict, plans: dict[str, GroupPla
             mod.in_channels, mod.out_channels = new.shape[1], new.shape[0]
         else:
             mod.in_features, mod.out_features = new.shape[1], new.shape[0]
-    new = rule.finalize(path, mod, new, plans, info)
+    new = rule.finalize(edit, new)
     mod.weight = nn.Parameter(new.contiguous())
     # a bias scales with its layer's weights, whether or not the layer's outputs grow
     if getattr(mod, "bias", None) is not None and (po is not None or scales.get(path, 1.0) != 1.0):
@@ -185,7 +197,7 @@ def _grow_bn(mod: nn.modules.batchnorm._BatchNorm, plan: GroupPlan, s: float) ->
 def _grow_gather(mod: nn.Module, p_in: GroupPlan, p_out: GroupPlan) -> None:
     """Extend an option-A shortcut map. A new output channel whose base is old reads what its base read
     (Net2Net: a replica reads its original's source). A fresh output channel f reads the replica
-    with the same copy index of the input's fresh channel f, if there is one (paper.md 4: new pairs
+    with the same copy index of the input's fresh channel f, if there is one (docs/method.md §4: new pairs
     of the narrower stage map to new pairs of the wider stage); else it is zero."""
     src_old = mod.src
     new = torch.full((p_out.new,), -1, dtype=torch.long, device=src_old.device)
@@ -219,7 +231,7 @@ def grow_model(model: nn.Module, new_widths: dict[str, int], rule: Rule, stage: 
     scales: dict[str, float] = {}
     with torch.no_grad():
         for path, info in layers.items():
-            _grow_layer(path, modules[path], info, plans, rule, scales)
+            _grow_layer(LayerEdit(path, modules[path], info, plans), rule, scales)
         groups = model.channel_groups()
         gather_source = {m.path: g.name for g in groups for m in g.members if m.role == "gather_in"}
         for g in groups:

@@ -1,4 +1,4 @@
-"""Variance transfer (paper.md 2-4): function-preserving paired new units and rescaling of old weights.
+"""Variance transfer (docs/method.md §2-4): function-preserving paired new units and rescaling of old weights.
 
     new producer rows     [V; V]        both members of a pair read the same inputs
     new consumer columns  [Z, -Z]       their contributions cancel: the function is unchanged
@@ -7,7 +7,7 @@
 
 Fresh blocks (V, Z and the corner A) are drawn N(0, g^2 / F_new) at the layer's post-growth fan-in
 F_new (g^2 = 2 for ReLU layers, 1 for the classifier; depthwise F = k*k) for e = 1/2, and
-N(0, 1 / F_new^2) for e = 1 (paper.md 2.3, readings A and B). Every component is a switch, so the
+N(0, 1 / F_new^2) for e = 1 (docs/method.md §2.3). Every component is a switch, so the
 ablation rows are configurations of this one rule.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ import math
 import torch
 from torch import nn
 
-from growth.surgery import GroupPlan, Rule, paired_plan
+from growth.surgery import GroupPlan, LayerEdit, Rule, paired_plan
 
 MODES = ("fanin", "constraint_old", "constraint_new")
 
@@ -44,33 +44,34 @@ class VarianceTransfer(Rule):
         return paired_plan(old, new)
 
     @staticmethod
-    def _fan_in(module: nn.Module, info: dict, plans: dict[str, GroupPlan], new: bool) -> int:
-        if info["depthwise"]:
+    def _fan_in(layer: LayerEdit, new: bool) -> int:
+        module, info = layer.module, layer.info
+        if info.depthwise:
             return math.prod(module.weight.shape[2:])
-        if info["in"] is None:
+        if info.inp is None:
             c_in = module.weight.shape[1]
         else:
-            p = plans[info["in"]]
-            c_in = (p.new if new else p.old) * info["span"]
+            p = layer.plans[info.inp]
+            c_in = (p.new if new else p.old) * info.span
         return c_in * math.prod(module.weight.shape[2:])
 
-    def scale(self, layer, module, info, plans) -> float:
-        p_in = plans.get(info["in"]) if info["in"] else None
+    def scale(self, layer: LayerEdit) -> float:
+        p_in = layer.plan_in()
         if not self.rescale or p_in is None or not p_in.grows:
             return 1.0  # the stem (RGB inputs) and depthwise convs: fan-in does not grow
-        if info["out"] is None and not self.rescale_classifier:
+        if layer.info.out is None and not self.rescale_classifier:
             return 1.0
-        if info["out"] is not None and layer not in self.normalized and not self.rescale_unnormalized:
+        if layer.info.out is not None and layer.path not in self.normalized and not self.rescale_unnormalized:
             return 1.0
         if self.mode == "fanin":
             return (p_in.old / p_in.new) ** self.exponent
-        fan = self._fan_in(module, info, plans, new=self.mode == "constraint_new")
-        var = module.weight.detach().float().var().item()
+        fan = self._fan_in(layer, new=self.mode == "constraint_new")
+        var = layer.module.weight.detach().float().var().item()
         return 1.0 / math.sqrt(fan * var)
 
-    def fresh(self, layer, module, part, shape, info, plans) -> torch.Tensor:
+    def fresh(self, layer: LayerEdit, part: str, shape: tuple[int, ...]) -> torch.Tensor:
         """V, Z and A alike: the layer's own init at its post-growth fan-in."""
-        fan = self._fan_in(module, info, plans, new=True)
-        gain2 = 1.0 if info["out"] is None else 2.0
+        fan = self._fan_in(layer, new=True)
+        gain2 = 1.0 if layer.info.out is None else 2.0
         std = math.sqrt(gain2 / fan) if self.exponent == 0.5 else 1.0 / fan
         return torch.randn(shape, generator=self.generator) * std

@@ -143,21 +143,30 @@ def check_width_structure(model: nn.Module, fixed: dict[tuple[str, str, int], in
             assert key in covered, f"{key} (size {getattr(mod, tname).shape[dim]}) belongs to no channel group"
 
 
-def layer_groups(model: nn.Module) -> dict[str, dict]:
-    """For every conv/linear layer: the group of its outputs and of its inputs (None where fixed by the
-    data or the classes) and its input span. Growers and LRA use it to see a layer's two sides."""
+@dataclass(frozen=True)
+class LayerInfo:
+    """A conv/linear layer's two sides: the group of its outputs and of its inputs (None where fixed
+    by the data or the classes), its input span, and whether it is depthwise."""
+    out: str | None = None
+    inp: str | None = None
+    span: int = 1
+    depthwise: bool = False
+
+
+def layer_groups(model: nn.Module) -> dict[str, LayerInfo]:
+    """For every conv/linear layer, its LayerInfo. Growers and LRA use it to see a layer's two sides."""
     out: dict[str, dict] = {}
     for g in model.channel_groups():
         for m in g.members:
             if m.role in ("out", "in", "depthwise"):
-                entry = out.setdefault(m.path, {"out": None, "in": None, "span": 1, "depthwise": False})
+                entry = out.setdefault(m.path, {"out": None, "inp": None, "span": 1, "depthwise": False})
                 if m.role in ("out", "depthwise"):
                     entry["out"] = g.name
                 if m.role in ("in", "depthwise"):
-                    entry["in"] = g.name
+                    entry["inp"] = g.name
                     entry["span"] = m.span
                 entry["depthwise"] = m.role == "depthwise"
-    return out
+    return {path: LayerInfo(**e) for path, e in out.items()}
 
 
 def param_count(model: nn.Module) -> int:

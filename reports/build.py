@@ -16,7 +16,7 @@ TABLES = {
     "main": ("T2. Main comparison: training cost (% of the large model's FLOPs, without and with growth "
              "overhead), test accuracy (mean +- std over seeds, n seeds), training wall-clock and speed-up over "
              "the large model on the same device and mode", tables.main_table),
-    "ablation": ("T1. Ablation (paper.md 9.1): pairing only, + variance rescaling, + learning-rate adaptation, "
+    "ablation": ("T1. Ablation (docs/method.md §9.1): pairing only, + variance rescaling, + learning-rate adaptation, "
                  "both, the large model and Net2Net; paper values from the growing_wiki (secondary)",
                  tables.ablation_table),
     "wallclock": ("Wall-clock: large, full, full with batch-size adaptation (speed-ups only between runs on "

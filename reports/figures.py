@@ -69,7 +69,7 @@ def accuracy_vs_cost(stats: pd.DataFrame, out: Path) -> list[Path]:
 
 def lra_multipliers(runs, results, out: Path) -> list[Path]:
     paths = []
-    sel = runs[runs.method.str.contains("lra") | runs.method.str.startswith("full")]
+    sel = runs[runs.uses_lra.astype(bool)]
     for setting, proto in _groups(sel):
         g = sel[(sel.setting == setting) & (sel.protocol == proto)].sort_values(["method", "seed"])
         rid = g.run_id.iloc[0]
@@ -95,7 +95,7 @@ def lra_multipliers(runs, results, out: Path) -> list[Path]:
 
 def width_schedule(runs, results, out: Path) -> list[Path]:
     paths = []
-    grown = runs[~runs.method.isin(["large", "small"])]
+    grown = runs[runs.grows.astype(bool)]
     for setting, proto in _groups(grown):
         g = grown[(grown.setting == setting) & (grown.protocol == proto)].sort_values(["method", "seed"])
         fig, ax = plt.subplots(figsize=(7, 4.5))

@@ -14,6 +14,32 @@ def method_label(config: dict) -> str:
     return config["method"] + ("+ba" if config.get("growth", {}).get("batch_adapt") else "")
 
 
+def traits(method: str) -> dict:
+    """A method's traits (growth/api.py) from the registry; a method no longer registered has none."""
+    from bench.methods import METHODS, method_traits
+
+    return method_traits(method) if method in METHODS else {"grows": False, "uses_lra": False, "role": "", "tables": ()}
+
+
+def table_methods(table: str) -> list[str]:
+    """The methods a report table lists (each method's ``tables`` trait), in registry order; "TABLE+ba"
+    in the trait adds the method's batch-size-adapted variant after it."""
+    from bench.methods import METHODS
+
+    rows = []
+    for m in METHODS:
+        t = traits(m)["tables"]
+        rows += ([m] if table in t else []) + ([m + "+ba"] if table + "+ba" in t else [])
+    return rows
+
+
+def target_method() -> str:
+    """The method every other one is compared with (role "target": the full-size model)."""
+    from bench.methods import by_role
+
+    return by_role("target")
+
+
 def protocol(config: dict) -> str:
     """Epochs, images and precision: runs in different precisions compute different things and are
     never averaged together (every table and figure groups by protocol)."""
@@ -76,7 +102,7 @@ def load_runs(results_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, dict
             reason = str(e) if isinstance(e, RunDirError) else f"{cfg_path.parent}: unreadable record ({e!r})"
             other.append({"run_id": cfg_path.parent.name, "state": f"corrupt: {reason}", "epochs_done": 0})
     label_variants(done)
-    cols_done = ["run_id", "method", "arch", "dataset", "setting", "protocol", "seed", "config_hash", "data_source",
+    cols_done = ["run_id", "method", "grows", "uses_lra", "arch", "dataset", "setting", "protocol", "seed", "config_hash", "data_source",
                  "acc", "best_acc", "cost", "cost_overhead", "train_seconds", "total_seconds", "device", "mode", "params"]
     cols_other = ["run_id", "method", "arch", "dataset", "setting", "protocol", "seed", "state", "epochs_done", "epochs"]
     return (pd.DataFrame(done, columns=cols_done), pd.DataFrame(other, columns=cols_other).astype(object).fillna(""),
@@ -87,7 +113,9 @@ def _load_one(cfg_path: Path, done: list, other: list, results: dict) -> None:
     """One run directory into ``done`` or ``other``; raises on a record it cannot read."""
     d = cfg_path.parent
     config = read_json(cfg_path)
-    base = {"run_id": d.name, "method": method_label(config), "arch": config["arch"],
+    t = traits(config["method"])
+    base = {"run_id": d.name, "method": method_label(config), "grows": t["grows"], "uses_lra": t["uses_lra"],
+            "arch": config["arch"],
             "dataset": config["dataset"], "setting": f"{config['arch']}/{config['dataset']}",
             "protocol": protocol(config), "seed": config["seed"]}
     if not (d / RESULT).is_file():

@@ -10,12 +10,10 @@ import math
 
 import pandas as pd
 
+from reports.load import table_methods, target_method
 from reports.paper import lookup
 
 NOT_RUN = "not run"
-MAIN_METHODS = ["large", "small", "full", "full+ba", "net2net", "gradmax", "firefly", "firefly_simple", "splitting"]
-ABLATION_METHODS = ["net2net", "growing", "growing+vrs", "growing+lra", "full", "large"]
-WALLCLOCK_METHODS = ["large", "full", "full+ba"]
 PAPER_SETTING = {"resnet20/cifar10", "resnet18/cifar100"}
 
 
@@ -44,7 +42,7 @@ def speedups(runs: pd.DataFrame) -> pd.DataFrame:
     keys = ["setting", "protocol", "data_source", "device", "mode"]
     t = runs.groupby(keys + ["method"], sort=True).agg(seconds=("train_seconds", "mean"), n=("train_seconds", "size"))
     t = t.reset_index()
-    large = t[t.method == "large"].set_index(keys)["seconds"]
+    large = t[t.method == target_method()].set_index(keys)["seconds"]
     t["speedup"] = [large.get(tuple(getattr(r, k) for k in keys), float("nan")) / r.seconds for r in t.itertuples()]
     return t
 
@@ -76,9 +74,9 @@ def comparison(runs: pd.DataFrame, methods: list[str], settings: list[tuple[str,
     for setting, proto, source in settings:
         sel = stats[(stats.setting == setting) & (stats.protocol == proto) & (stats.data_source == source)] \
             if not stats.empty else stats
-        large = sel[sel.method == "large"] if not sel.empty else sel
+        large = sel[sel.method == target_method()] if not sel.empty else sel
         large_acc = float(large.acc_mean.iloc[0]) if len(large) else float("nan")
-        paper_large, _ = _paper(setting, "large", "accuracy")
+        paper_large, _ = _paper(setting, target_method(), "accuracy")
         for m in methods:
             row = {"setting": setting, "data": source, "protocol": proto, "method": m}
             s = sel[sel.method == m] if not sel.empty else sel
@@ -102,7 +100,7 @@ def comparison(runs: pd.DataFrame, methods: list[str], settings: list[tuple[str,
             paper_delta = (p_acc - paper_large) if (p_acc is not None and paper_large is not None) else None
             row.update(paper_acc=(f"{p_acc:.2f}" + (f" +- {p_std:.2f}" if p_std is not None else "")) if p_acc else "",
                        paper_delta_vs_large=_fmt(paper_delta), paper_provenance=prov,
-                       verdict="reference" if m == "large" else _verdict(ours_delta, ours_std, paper_delta, p_std))
+                       verdict="reference" if m == target_method() else _verdict(ours_delta, ours_std, paper_delta, p_std))
             rows.append(row)
     cols = ["setting", "data", "protocol", "method", "cost_pct", "cost_overhead_pct", "acc", "n", "delta_vs_large",
             "train_seconds", "speedup", "params", "paper_acc", "paper_delta_vs_large", "paper_provenance", "verdict",
@@ -117,12 +115,12 @@ def settings_of(runs: pd.DataFrame, default: tuple[str, str, str]) -> list[tuple
 
 
 def main_table(runs):
-    return comparison(runs, MAIN_METHODS, settings_of(runs, ("resnet20/cifar10", "not run", "")))
+    return comparison(runs, table_methods("main"), settings_of(runs, ("resnet20/cifar10", "not run", "")))
 
 
 def ablation_table(runs):
     sel = runs[runs.setting.isin(PAPER_SETTING)] if not runs.empty else runs
-    return comparison(sel, ABLATION_METHODS, settings_of(sel, ("resnet20/cifar10", "not run", "")))
+    return comparison(sel, table_methods("ablation"), settings_of(sel, ("resnet20/cifar10", "not run", "")))
 
 
 def wallclock_table(runs) -> pd.DataFrame:
@@ -131,12 +129,12 @@ def wallclock_table(runs) -> pd.DataFrame:
     groups = sorted({(r.setting, r.protocol, r.data_source, r.device, r.mode) for r in runs.itertuples()}) \
         if not runs.empty else [("resnet20/cifar10", "not run", "", "", "")]
     for setting, proto, source, device, mode in groups:
-        for m in WALLCLOCK_METHODS:
+        for m in table_methods("wallclock"):
             t = sp[(sp.setting == setting) & (sp.protocol == proto) & (sp.device == device) & (sp["mode"] == mode)
                    & (sp.method == m)] if not sp.empty else sp
             acc = runs[(runs.setting == setting) & (runs.protocol == proto) & (runs.method == m)
                        & (runs.device == device) & (runs["mode"] == mode)]
-            p, prov = _paper("resnet18/cifar100", m, "speedup") if m != "large" else (None, "")
+            p, prov = _paper("resnet18/cifar100", m, "speedup") if m != target_method() else (None, "")
             rows.append({"setting": setting, "data": source, "protocol": proto, "device": device, "mode": mode,
                          "method": m,
                          "train_seconds": _fmt(float(t.seconds.iloc[0]), 1) if len(t) else NOT_RUN,

@@ -96,7 +96,7 @@ CASES = [
     ("dataset", RUN + ["--dataset", "mnist"], 2, ["dataset", "mnist"], None),
     ("p_c negative", RUN + ["--growth.p-c", "-1"], 2, ["growth.p_c"], None),
     ("schedule", RUN + ["--growth.schedule", "linear"], 2, ["growth.schedule", "linear"], None),
-    ("firefly eps nan", RUN + ["--growth.firefly-eps", "nan"], 2, ["growth.firefly_eps", "finite"], None),
+    ("firefly eps nan", RUN + ["--method", "firefly", "--options.eps", "nan"], 2, ["options.eps", "finite"], None),
     ("warmup too long", RUN + ["--warmup-epochs", "5"], 2, ["warmup_epochs"], None),
     ("label smoothing", RUN + ["--label-smoothing", "2"], 2, ["label_smoothing"], None),
     ("decay milestone", RUN + ["--lr-schedule", "step", "--lr-decay-epochs", "5"], 2, ["lr_decay_epochs"], None),

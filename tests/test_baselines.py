@@ -4,14 +4,15 @@ import torch.nn.functional as F
 from test_growth import CLASSES, _pair, _random_bn, _rel_diff, _size, _wider
 
 from baselines.gradmax import top_directions
-from baselines.net2net import Net2NetRule
 from baselines.splitting import RMSPROP, exact_min_eigen, rayleigh_grad
 from bench import methods
 from bench.config import make_spec
 from bench.models import ARCHS, build
 from bench.models.base import ReLU
 from bench.train import run
+from growth.api import GrowthContext
 from growth.pairs import Pair, PairGrowth, simple_pairs
+from growth.replicate import ReplicationRule
 from growth.signal import (
     Captured,
     Tally,
@@ -30,7 +31,7 @@ def test_net2net_without_noise_preserves_function(arch):
     old, new = _pair(arch)
     x = torch.randn(4, 3, _size(arch), _size(arch))
     y0 = old.eval()(x)
-    plans = grow_model(new, _wider(new), Net2NetRule(torch.Generator().manual_seed(3), noise=0.0), stage=1)
+    plans = grow_model(new, _wider(new), ReplicationRule(torch.Generator().manual_seed(3), noise=0.0), stage=1)
     check_width_structure(new)
     assert _rel_diff(y0, new.eval()(x)) < 1e-5
     assert _rel_diff(old.train()(x), new.train()(x)) < 1e-4  # copies see identical inputs: BN batch stats too
@@ -43,7 +44,7 @@ def test_net2net_noise_is_small_and_on_replicas_only():
     old, new = _pair("vgg11")
     x = torch.randn(4, 3, 32, 32)
     y0 = old.eval()(x)
-    plans = grow_model(new, _wider(new), Net2NetRule(torch.Generator().manual_seed(3)), stage=1)
+    plans = grow_model(new, _wider(new), ReplicationRule(torch.Generator().manual_seed(3)), stage=1)
     d = _rel_diff(y0, new.eval()(x))
     assert 0 < d < 0.05
     w_old, w_new, plan = old.features[0].weight, new.features[0].weight, plans["c0"]
@@ -52,24 +53,24 @@ def test_net2net_noise_is_small_and_on_replicas_only():
     assert not torch.equal(w_new[replicas], w_old[plan.src[replicas]])
 
 
-# -- gradient growers: GradMax, Firefly, splitting (baselines.md 2-4) --------------------------
+# -- gradient growers: GradMax, Firefly, splitting (docs/baselines.md §2-4) --------------------------
 
 GRADIENT_GROWERS = ("gradmax", "firefly", "firefly_simple", "splitting")
 
 
-def _ctx(model, spec, epoch, size=32, n=256, bs=64, seed=0):
+def _ctx(model, epoch, size=32, n=256, bs=64, seed=0):
     """A growth context over fixed random images (what the loop hands a method before an epoch)."""
     g = torch.Generator().manual_seed(seed)
     xs, ys = torch.randn(n, 3, size, size, generator=g), torch.randint(0, model.num_classes, (n,), generator=g)
-    return methods.GrowthContext(model, epoch, spec, torch.Generator().manual_seed(1),
-                                 lambda: ((xs[i:i + bs], ys[i:i + bs]) for i in range(0, n, bs)),
-                                 torch.device("cpu"), steps_per_epoch=n // bs)
+    return GrowthContext(model, epoch, torch.Generator().manual_seed(1),
+                         lambda: ((xs[i:i + bs], ys[i:i + bs]) for i in range(0, n, bs)),
+                         torch.device("cpu"), steps_per_epoch=n // bs)
 
 
-def _grown(method, arch, size=None, **growth):
+def _grown(method, arch, size=None, **options):
     """(output before, output after, event) of the first growth step of ``method`` on ``arch``."""
     spec = make_spec("smoke", method=method, arch=arch, dataset="imagenet" if CLASSES.get(arch) else "cifar10",
-                     **{f"growth.{k}": v for k, v in growth.items()})
+                     **{f"options.{k}": v for k, v in options.items()})
     meth = methods.create(spec)
     torch.manual_seed(0)
     size = size or _size(arch)
@@ -77,7 +78,7 @@ def _grown(method, arch, size=None, **growth):
     _random_bn(model)
     x = torch.randn(8, 3, size, size)
     y0 = model.eval()(x)
-    event = meth.before_epoch(_ctx(model, spec, meth.schedule.growth_epochs[0], size))
+    event = meth.before_epoch(_ctx(model, meth.schedule.growth_epochs[0], size))
     check_width_structure(model)
     assert model.widths == meth.schedule.widths[1]
     return y0, model.eval()(x), event, model
@@ -151,8 +152,8 @@ def test_gradmax_new_units_learn_through_relu_at_zero():
 @pytest.mark.parametrize("arch", ["resnet20", "vgg11", "mobilenet_v1"])
 def test_firefly_changes_the_output_to_first_order_in_eps(arch):
     """New units enter with fan-out eps * Z: halving eps halves the change (splits add O(eps^2))."""
-    y0, y1, event, _ = _grown("firefly", arch, firefly_eps=0.01, firefly_bn_batches=0)
-    _, y2, _, _ = _grown("firefly", arch, firefly_eps=0.005, firefly_bn_batches=0)
+    y0, y1, event, _ = _grown("firefly", arch, eps=0.01, bn_batches=0)
+    _, y2, _, _ = _grown("firefly", arch, eps=0.005, bn_batches=0)
     d1, d2 = _rel_diff(y0, y1), _rel_diff(y0, y2)
     assert 0 < d2 < d1 and 1.6 < d1 / d2 < 2.5
     assert event.optimizer_policy == "reset"
@@ -161,8 +162,8 @@ def test_firefly_changes_the_output_to_first_order_in_eps(arch):
 
 @pytest.mark.parametrize("arch", ["resnet20", "vgg11", "mobilenet_v1"])
 def test_splitting_changes_the_output_by_order_eps_squared(arch):
-    y0, y1, event, _ = _grown("splitting", arch, split_eps=1e-2)
-    _, y2, _, _ = _grown("splitting", arch, split_eps=5e-3)
+    y0, y1, event, _ = _grown("splitting", arch, eps=1e-2)
+    _, y2, _, _ = _grown("splitting", arch, eps=5e-3)
     d1, d2 = _rel_diff(y0, y1), _rel_diff(y0, y2)
     assert d1 < 1e-2 and 0 < d2 < d1 / 1.8  # faster than linear: the first-order terms cancel
     assert event.optimizer_policy == "reset"
@@ -199,21 +200,20 @@ def test_fast_splitting_finds_the_exact_min_eigenvalue_on_an_mlp():
 
 
 def test_exact_splitting_variant_runs_and_refuses_large_layers():
-    y0, y1, event, _ = _grown("splitting", "mlp", size=4, split_variant="exact")
+    y0, y1, event, _ = _grown("splitting", "mlp", size=4, variant="exact")
     assert 0 < _rel_diff(y0, y1) < 1e-2 and event.extra_flops > 0
-    with pytest.raises(ValueError, match="split_variant exact"):
-        _grown("splitting", "vgg11", split_variant="exact")
+    with pytest.raises(ValueError, match="splitting variant exact"):
+        _grown("splitting", "vgg11", variant="exact")
 
 
 def test_firefly_simple_lowers_the_growth_batch_loss():
     losses = []
     for steps in (0, 20):
-        spec = make_spec("smoke", method="firefly_simple", **{"growth.firefly_simple_steps": steps,
-                                                             "growth.firefly_simple_lr": 1e-2})
+        spec = make_spec("smoke", method="firefly_simple", **{"options.steps": steps, "options.lr": 1e-2})
         meth = methods.create(spec)
         torch.manual_seed(0)
         model = build("resnet20", widths=meth.start_widths())
-        ctx = _ctx(model, spec, meth.schedule.growth_epochs[0])
+        ctx = _ctx(model, meth.schedule.growth_epochs[0])
         meth.before_epoch(ctx)
         x, y = next(iter(ctx.batches()))
         x2, y2 = list(ctx.batches())[1]
@@ -243,7 +243,7 @@ def test_baselines_run_end_to_end(tmp_path, cifar_dir, method, arch):
 def test_gradmax_signal_is_the_gradient_of_the_grown_models_zero_fan_in(arch):
     """Through the real model (hooks, BN, depthwise delta, strides, pooling), Z^T M equals autograd's
     gradient of the new units' zero fan-in after the surgery. (VGG is left out: autograd's max-pool
-    routes a tie to one input, our signal spreads it, baselines.md 2.2.)"""
+    routes a tie to one input, our signal spreads it, docs/baselines.md §2.2.)"""
     spec = make_spec("smoke", method="gradmax", arch=arch)
     meth = methods.create(spec)
     torch.manual_seed(0)
@@ -256,7 +256,7 @@ def test_gradmax_signal_is_the_gradient_of_the_grown_models_zero_fan_in(arch):
     m = {g: gradmax_matrix(p, modules, caps[g], Tally()) for g, p in pairs.items()}
     old = dict(model.widths)
     shapes = {g: (modules[p.consumer].weight.shape[0], modules[p.producer].weight.shape[1]) for g, p in pairs.items()}
-    meth.before_epoch(_ctx(model, spec, meth.schedule.growth_epochs[0]))
+    meth.before_epoch(_ctx(model, meth.schedule.growth_epochs[0]))
     model.eval()
     F.cross_entropy(model(x), y).backward()
     modules = dict(model.named_modules())

@@ -53,10 +53,10 @@ def test_hash_ignores_fields_at_their_defaults():
     """A new option with a default must not change the ids of the runs made before it existed."""
     import bench.config as cfg
 
-    a = make_spec("smoke", **{"growth.split_eps": 0.02})
-    d = cfg._changed(spec_to_dict(a), spec_to_dict(RunSpec()))
-    assert d["growth"]["split_eps"] == 0.02 and "firefly_eps" not in d["growth"] and "lr" in d
-    assert config_hash(make_spec("smoke", **{"growth.split_eps": 1e-2})) == config_hash(make_spec("smoke"))
+    a = make_spec("smoke", method="splitting", **{"options.eps": 0.02})
+    d = cfg._changed(spec_to_dict(a), spec_to_dict(RunSpec(method="splitting")))
+    assert d["options"] == {"eps": 0.02, "score_batches": 4} and "lr" in d  # score_batches: the smoke preset's
+    assert config_hash(make_spec("smoke", method="splitting", **{"options.eps": 1e-2})) == config_hash(make_spec("smoke", method="splitting"))
 
 
 def test_spec_is_frozen():

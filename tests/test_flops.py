@@ -6,7 +6,7 @@ import torch
 from bench.config import make_spec
 from bench.flops import count_activations, count_flops, image_activations, step_flops
 from bench.models import ARCHS, build, default_image_size
-from growth.schedule import activation_fraction, cost_fraction, make_schedule
+from bench.flops import activation_fraction, cost_fraction, schedule_of
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -27,11 +27,11 @@ def test_flops_are_linear_in_batch_and_grow_with_width():
     w_full = build("resnet20").widths
     assert step_flops("resnet20", w_full, 10, 32, 8) == 4 * step_flops("resnet20", w_full, 10, 32, 2)
     ratio = step_flops("resnet20", w_small, 10, 32, 2) / step_flops("resnet20", w_full, 10, 32, 2)
-    assert 0.05 < ratio < 0.08  # paper.md 8: ResNet-20 at 1/4 width has .065 of the MACs
+    assert 0.05 < ratio < 0.08  # docs/method.md §8: ResNet-20 at 1/4 width has .065 of the MACs
 
 
 def test_resnet20_forward_macs_match_reference():
-    """paper.md 8: ResNet-20 forward is 40.6 M MACs per image (conv + linear)."""
+    """docs/method.md §8: ResNet-20 forward is 40.6 M MACs per image (conv + linear)."""
     f = step_flops("resnet20", build("resnet20").widths, 10, 32, 1, train=False)
     assert abs(f / 2 / 1e6 - 40.6) < 0.2
 
@@ -55,7 +55,7 @@ def test_activations_are_linear_in_width_where_flops_are_quadratic(arch):
 
 def test_activation_fraction_weights_stages_by_epochs():
     spec = make_spec("quick", method="full", arch="resnet20")
-    sched = make_schedule(spec)
+    sched = schedule_of(spec)
     full = image_activations("resnet20", sched.widths[-1], 10, 32)
     by_hand = sum(image_activations("resnet20", sched.widths_at(e), 10, 32) for e in range(spec.epochs)) / (
         spec.epochs * full)

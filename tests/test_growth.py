@@ -10,7 +10,8 @@ from bench.models import ARCHS, build
 from bench.optim import SGD, rebuild_optimizer
 from growth.batch import adapted_batch
 from growth.lra import lra_multipliers
-from growth.schedule import batch_schedule, cost_fraction, make_schedule, stage_widths, width_ladder
+from bench.flops import batch_sizes_of, cost_fraction, schedule_of
+from growth.schedule import stage_widths, width_ladder
 from growth.surgery import grow_model
 from growth.vt import VarianceTransfer
 from growth.widths import check_width_structure, layer_groups, param_count
@@ -92,14 +93,14 @@ def test_mlp_rescale_without_bn_is_off_by_default_and_not_preserving_when_forced
 
 
 def test_rescaled_old_block_has_init_variance_at_new_fan_in():
-    """paper.md 4: for untrained weights s^2 * 2/F_old = 2/F_new (sampling error aside)."""
+    """docs/method.md §4: for untrained weights s^2 * 2/F_old = 2/F_new (sampling error aside)."""
     model = build("resnet18", 100, width_mult=0.5)
     target = {k: v * 2 for k, v in model.widths.items()}
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     grow_model(model, target, VarianceTransfer(torch.Generator().manual_seed(0)), stage=1)
     checked = 0
     for path, info in layer_groups(model).items():
-        if info["in"] is None or info["out"] is None:
+        if info.inp is None or info.out is None:
             continue
         w_old = before[f"{path}.weight"]
         w_new = dict(model.named_parameters())[f"{path}.weight"]
@@ -130,8 +131,8 @@ def test_pairs_break_symmetry_after_one_sgd_step(cifar_dir):
     layers = layer_groups(model)
     for path, info in layers.items():  # before the step the members are exact copies / negatives
         w = modules[path].weight
-        if info["out"]:
-            for a, b in pairs(plans[info["out"]]):
+        if info.out:
+            for a, b in pairs(plans[info.out]):
                 assert torch.equal(w[a], w[b])
     model.train()
     torch.nn.functional.cross_entropy(model(x), split.labels).backward()
@@ -139,12 +140,12 @@ def test_pairs_break_symmetry_after_one_sgd_step(cifar_dir):
     n_pairs = 0
     for path, info in layers.items():
         w = modules[path].weight.detach()
-        if info["out"] and not info["depthwise"]:
-            for a, b in pairs(plans[info["out"]]):
+        if info.out and not info.depthwise:
+            for a, b in pairs(plans[info.out]):
                 assert not torch.equal(w[a], w[b]), f"{path}: rows {a},{b} still identical"
                 n_pairs += 1
-        if info["in"] and not info["depthwise"]:
-            for a, b in pairs(plans[info["in"]]):
+        if info.inp and not info.depthwise:
+            for a, b in pairs(plans[info.inp]):
                 assert (w[:, a] + w[:, b]).abs().max() > 0, f"{path}: columns {a},{b} still cancel"
     assert n_pairs > 20
 
@@ -153,7 +154,7 @@ def test_pairs_break_symmetry_after_one_sgd_step(cifar_dir):
 def test_growing_through_the_schedule_ends_at_the_large_model(arch):
     spec = make_spec("paper", arch=arch, dataset="imagenet" if CLASSES.get(arch) else "cifar10",
                      method="full", epochs=200)
-    sched = make_schedule(spec)
+    sched = schedule_of(spec)
     k = CLASSES.get(arch, 10)
     model = build(arch, k, widths=sched.widths[0], image_size=_size(arch))
     gen = torch.Generator().manual_seed(0)
@@ -186,7 +187,7 @@ def test_lra_multipliers_on_a_two_stage_example():
 
 
 def test_width_ladders_match_the_reference_table():
-    """paper.md 6 (per-layer rule)."""
+    """docs/method.md §6 (per-layer rule)."""
     assert width_ladder(64, 0.25, 0.2, 2) == [16, 20, 24, 28, 34, 40, 48, 58, 64]
     assert width_ladder(16, 0.25, 0.2, 2) == [4, 6, 8, 10, 12, 14, 16]
     assert width_ladder(512, 0.25, 0.2, 2) == [128, 154, 184, 220, 264, 316, 380, 456, 512]
@@ -194,11 +195,11 @@ def test_width_ladders_match_the_reference_table():
 
 
 def test_paper_epoch_schedules():
-    assert make_schedule(make_spec("paper", method="full")).growth_epochs == (5, 11, 18, 26, 36, 48, 62, 79)
+    assert schedule_of(make_spec("paper", method="full")).growth_epochs == (5, 11, 18, 26, 36, 48, 62, 79)
     c100 = make_spec("paper", method="full", dataset="cifar100")
-    assert make_schedule(c100).growth_epochs == (10, 22, 36, 53, 73, 97, 126, 161)
+    assert schedule_of(c100).growth_epochs == (10, 22, 36, 53, 73, 97, 126, 161)
     fixed = make_spec("paper", method="full", **{"growth.schedule": "fixed", "growth.t0": 8})
-    assert make_schedule(fixed).growth_epochs == (8, 16, 24, 32, 40, 48, 56, 64)
+    assert schedule_of(fixed).growth_epochs == (8, 16, 24, 32, 40, 48, 56, 64)
     from bench.config import ConfigError
     with pytest.raises(ConfigError, match="do not fit 100 epochs"):
         make_spec("paper", method="full", **{"growth.t0": 8})  # the reported T_0 = 8 does not fit 8 steps
@@ -207,17 +208,17 @@ def test_paper_epoch_schedules():
 def test_cifar10_paper_schedule_costs_at_most_60_percent():
     spec = make_spec("paper", method="full")
     assert cost_fraction(spec) <= 0.60
-    assert cost_fraction(spec) == pytest.approx(0.531, abs=0.003)  # paper.md 6: about 53 % (global widths)
+    assert cost_fraction(spec) == pytest.approx(0.531, abs=0.003)  # docs/method.md §6: about 53 % (global widths)
     per_layer = make_spec("paper", method="full", **{"growth.width_rule": "per_layer"})
     assert cost_fraction(per_layer) == pytest.approx(0.605, abs=0.003)
 
 
 def test_batch_adaptation_resnet18_cifar100():
-    """paper.md 7: B = 128 gives 1024, 1024, 512, 512, 256, 256, 128, 128, 128 for stages 0..8."""
+    """docs/method.md §7: B = 128 gives 1024, 1024, 512, 512, 256, 256, 128, 128, 128 for stages 0..8."""
     spec = make_spec("paper", method="full", dataset="cifar100", **{"growth.batch_adapt": True,
                                                                     "growth.width_rule": "per_layer"})
-    sched = make_schedule(spec)
-    per_epoch = batch_schedule(spec, sched)
+    sched = schedule_of(spec)
+    per_epoch = batch_sizes_of(spec, sched)
     per_stage = [per_epoch[([0] + list(sched.growth_epochs))[t]] for t in range(len(sched.widths))]
     assert per_stage == [1024, 1024, 512, 512, 256, 256, 128, 128, 128]
     assert adapted_batch(128, 1.0, 100.0, max_factor=8) == 1024
@@ -256,21 +257,21 @@ def test_stage_tags_survive_checkpoint_and_resume(tmp_path, cifar_dir, monkeypat
     whole = run(make_spec("smoke", out_dir=str(tmp_path / "a"), **spec), progress=False, log=lambda *a: None)
 
     interrupted = make_spec("smoke", out_dir=str(tmp_path / "b"), **spec)
-    original = methods.METHODS["full"].before_epoch
+    original = methods.method_class("full").before_epoch
 
     def stop_at_epoch_2(self, ctx):
         if ctx.epoch == 2:
             raise KeyboardInterrupt  # as if killed before the second growth
         return original(self, ctx)
 
-    monkeypatch.setattr(methods.METHODS["full"], "before_epoch", stop_at_epoch_2)
+    monkeypatch.setattr(methods.method_class("full"), "before_epoch", stop_at_epoch_2)
     with pytest.raises(KeyboardInterrupt):
         run(interrupted, progress=False, log=lambda *a: None)
     rd = RunDir(tmp_path / "b" / run_id(interrupted))
     ck = rd.load_checkpoint()
     assert rd.partial and ck["loop"]["epoch"] == 2 and ck["loop"]["stage"] == 1
     assert int(ck["model"]["births.s3"].max()) == 1  # the tags are in the checkpoint
-    monkeypatch.setattr(methods.METHODS["full"], "before_epoch", original)
+    monkeypatch.setattr(methods.method_class("full"), "before_epoch", original)
     resumed = run(interrupted, progress=False, log=lambda *a: None)
     a = RunDir(tmp_path / "a" / whole["run_id"]).load_checkpoint()["model"]
     b = rd.load_checkpoint()["model"]
@@ -290,5 +291,5 @@ def test_recorded_flops_equal_the_schedule_cost(tmp_path, cifar_dir, batch_adapt
     assert result["flops"]["train_cost_fraction"] == pytest.approx(cost_fraction(spec, n_train=spec.train_subset),
                                                                    rel=1e-12)
     sizes = [r["batch_size"] for r in result["epochs"]]
-    assert sizes == batch_schedule(spec, make_schedule(spec))
+    assert sizes == batch_sizes_of(spec, schedule_of(spec))
     assert (sizes[0] > spec.batch_size) == batch_adapt

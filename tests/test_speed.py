@@ -4,7 +4,7 @@ import pytest
 
 from bench.config import make_spec
 from bench.speed import benchmark_json, measure, table
-from growth.schedule import activation_fraction, cost_fraction
+from bench.flops import activation_fraction, cost_fraction
 
 
 @pytest.fixture(scope="module")

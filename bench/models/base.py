@@ -106,14 +106,14 @@ class WidthModel(nn.Module):
 
     def set_relu_grad_at_zero(self, on: bool) -> None:
         """Give every ReLU of the model derivative 1 at exactly 0 (forward unchanged): GradMax's
-        zero-fan-in units sit at 0 and would otherwise never receive a gradient (baselines.md 2.3)."""
+        zero-fan-in units sit at 0 and would otherwise never receive a gradient (docs/baselines.md §2.3)."""
         for m in self.modules():
             if isinstance(m, ReLU):
                 m.grad_at_zero = on
 
     def init_weights(self) -> None:
         """Kaiming-normal (fan-in, ReLU gain) for convs and hidden linears; N(0, 1/fan_in) for the
-        classifier; BN gamma 1, beta 0. paper.md 2.3: the thin network uses the same rule as growth."""
+        classifier; BN gamma 1, beta 0. docs/method.md §2.3: the thin network uses the same rule as growth."""
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
@@ -150,7 +150,7 @@ class ReLU(nn.Module):
 class GatherShortcut(nn.Module):
     """ResNet option-A shortcut as an explicit channel gather: subsample by ``stride``, then output
     channel j reads input channel src[j], or is zero where src[j] == -1. A fresh model pads
-    symmetrically as He et al. do; growth appends entries to ``src`` (paper.md 4)."""
+    symmetrically as He et al. do; growth appends entries to ``src`` (docs/method.md §4)."""
 
     def __init__(self, c_in: int, c_out: int, stride: int):
         super().__init__()

@@ -1,5 +1,5 @@
 """VGG-11 with BatchNorm for CIFAR: eight 3x3 conv+BN+ReLU layers, five max-pools, one
-Linear 512 -> classes (paper.md 8). One channel group per conv (``c0`` ... ``c7``)."""
+Linear 512 -> classes (docs/method.md §8). One channel group per conv (``c0`` ... ``c7``)."""
 from __future__ import annotations
 
 from torch import nn
