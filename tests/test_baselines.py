@@ -269,3 +269,46 @@ def test_gradmax_signal_is_the_gradient_of_the_grown_models_zero_fan_in(arch):
         expected = z.t() @ m[g]
         assert grad.abs().max() > 0
         assert torch.allclose(grad, expected, rtol=1e-3, atol=1e-4 * expected.abs().max()), g
+
+
+def test_net2net_replicas_diverge_from_their_sources_with_training():
+    """Net2Net promises that the replicas, equal to their sources up to the symmetry-breaking noise at
+    growth, become different units as training goes on (else the widening adds no capacity). After
+    growth with the method's noise and optimizer policy (carry), 30 SGD steps at least double the
+    replicas' relative distance to their sources, and it keeps growing."""
+    from bench.optim import SGD, rebuild_optimizer
+    from growth.widths import layer_groups
+
+    torch.manual_seed(0)
+    model = build("resnet20", width_mult=0.25)
+    g = torch.Generator().manual_seed(0)
+    xs, ys = torch.randn(256, 3, 32, 32, generator=g), torch.randint(0, 10, (256,), generator=g)
+    opt = SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+
+    def steps(n):
+        for i in range(n):
+            j = (i * 32) % 256
+            opt.zero_grad()
+            F.cross_entropy(model.train()(xs[j:j + 32]), ys[j:j + 32]).backward()
+            opt.step()
+
+    def distance():
+        modules, out = dict(model.named_modules()), []
+        for path, info in layer_groups(model).items():
+            if info.out is None or info.depthwise or not plans[info.out].grows:
+                continue
+            w, plan = modules[path].weight.detach().flatten(1), plans[info.out]
+            rep = (plan.copy > 0).nonzero().flatten()
+            out.append(((w[rep] - w[plan.src[rep]]).norm(dim=1) / w[plan.src[rep]].norm(dim=1)).mean())
+        return float(torch.stack(out).mean())
+
+    steps(20)
+    before = dict(model.named_parameters())
+    plans = grow_model(model, _wider(model), ReplicationRule(torch.Generator().manual_seed(1), noise=0.01), stage=1)
+    opt = rebuild_optimizer(opt, before, model, "carry")
+    d0 = distance()
+    assert 0.005 < d0 < 0.02  # the noise: 0.01 of the layer's weight std, per entry
+    steps(30)
+    d30 = distance()
+    steps(30)
+    assert d30 > 2 * d0 and distance() > d30
