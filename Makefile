@@ -8,7 +8,7 @@ OUT_DIR  ?= results
 SUITE    ?= default
 PRESET   ?= quick
 
-.PHONY: setup reproduce report test bench gate clean
+.PHONY: setup reproduce report report-reference test bench gate clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ reproduce: setup
 # tables and figures from the run directories in OUT_DIR, beside the paper's numbers
 report: setup
 	$(PY) -m reports --results $(OUT_DIR) --out reports/out
+
+# the published report (docs/report/) from the committed reference runs; CI checks that it matches them
+report-reference: setup
+	$(PY) -m reports --results results/reference/quick --out docs/report
 
 test: setup
 	GROWBENCH_DATA=$(abspath $(DATA_DIR)) $(PY) -m pytest -q tests --ignore=tests/benchmarks --ignore=tests/regression
