@@ -79,6 +79,8 @@ class RunSpec:
     options: Any = field(default=None, metadata={"doc": "the method's own options (python -m bench list)"})
     # set by resolution, not a flag: the fields above that were asked as "auto"
     auto_resolved: tuple[str, ...] = ()
+    # set by make_spec, not a flag: the preset the run was made from (reports leave smoke runs out)
+    preset: str = ""
 
     def __post_init__(self):
         if self.options is None:  # RunSpec(): the method's default options
@@ -87,9 +89,9 @@ class RunSpec:
 
 
 # fields that do not change what a run computes: left out of the config hash
-UNHASHED = ("data_dir", "download", "out_dir", "eval_batch_size", "checkpoint", "threads", "auto_resolved")
+UNHASHED = ("data_dir", "download", "out_dir", "eval_batch_size", "checkpoint", "threads", "auto_resolved", "preset")
 # fields that are not flags or preset keys
-INTERNAL = ("auto_resolved",)
+INTERNAL = ("auto_resolved", "preset")
 OPTIONS = "options"  # the section holding the method's own options
 
 
@@ -260,7 +262,7 @@ def make_spec(preset: str | None = None, **overrides: Any) -> RunSpec:
         # a method's budgets for this preset (the smoke preset cuts the gradient growers' to its size)
         values = _merge(values, per_method.get(over.get("method", values.get("method", RunSpec.method)), {}))
     values = _merge(values, over)
-    spec = _build(RunSpec, values)
+    spec = dataclasses.replace(_build(RunSpec, values), preset=preset or "")
     resolve_device(spec)  # --device cuda without CUDA: refused here, before anything runs
     spec = resolve(spec)
     if spec.arch not in ARCHS:

@@ -47,7 +47,7 @@ def check_folders(results_dir: Path, out: Path) -> None:
             raise ReportError(f"--out {out}: not empty and not a growbench report; choose another folder")
 
 
-def build(results_dir: str | Path, out_dir: str | Path) -> dict:
+def build(results_dir: str | Path, out_dir: str | Path, include_smoke: bool = False) -> dict:
     """Build the report in a fresh folder beside ``out_dir`` and swap it in: a failed build leaves the
     previous report as it was, and nothing but a previous report is ever replaced."""
     results_dir, out = Path(results_dir), Path(out_dir)
@@ -55,7 +55,7 @@ def build(results_dir: str | Path, out_dir: str | Path) -> dict:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.building."))
     try:
-        made = _build(results_dir, tmp)
+        made = _build(results_dir, tmp, include_smoke)
         (tmp / MARKER).write_text("built by python -m reports; replaced by the next build\n")
         os.chmod(tmp, 0o777 & ~umask())  # mkdtemp makes it 0700: a shared folder's readers need the umask's mode
         old = out.parent / f".{out.name}.old.{os.getpid()}"
@@ -70,20 +70,31 @@ def build(results_dir: str | Path, out_dir: str | Path) -> dict:
     return made
 
 
-def _build(results_dir: Path, out: Path) -> dict:
+def _build(results_dir: Path, out: Path, include_smoke: bool = False) -> dict:
     (out / "tables").mkdir(parents=True)
     (out / "figures").mkdir()
     runs, incomplete, results = load_runs(results_dir)
+    smoke = int(runs.smoke.sum()) if not runs.empty else 0
+    if include_smoke and smoke:  # the badge: in the protocol column of every row they make
+        runs = runs.assign(protocol=[("SMOKE (not a result): " if s else "") + p for p, s in zip(runs.protocol, runs.smoke)])
+    elif smoke:
+        runs = runs[~runs.smoke.astype(bool)]
     made = {"tables": {}, "figures": []}
     md = ["# growbench report", "", f"Runs read from `{results_dir}`: {len(runs)} complete, "
-          f"{len(incomplete)} failed or unfinished (listed at the end, never averaged in).", ""]
+          f"{len(incomplete)} failed or unfinished (listed at the end, never averaged in)."
+          + (f" {smoke} smoke-preset runs (a few hundred images: tests, not results) "
+             + ("are shown, their protocol marked SMOKE, without verdicts." if include_smoke else "are left out (--include-smoke shows them).")
+             if smoke else ""), ""]
     sources = sorted(set(runs.data_source)) if not runs.empty else []
     if any("JPEG" in s for s in sources):
         md += ["**Data:** CIFAR-10 numbers here come from the JPEG q75 copy of CIFAR-10, not the original; "
                "they are close to, not bit-comparable with, accuracies on the original.", ""]
-    md += ["Verdict compares the accuracy difference to the large model (ours vs the paper's): within the "
-           "paper's spread (its std), inside our seed spread, or outside both. Protocols differ from the paper's "
-           "unless the protocol column says 100 / 200 epochs on all images.", ""]
+    md += ["acc: mean +- sample std over n seeds, with its 95 % Student-t interval; delta_vs_large: the difference "
+           "to the large model of the same setting and protocol, with its 95 % Welch interval. Verdict: "
+           "\"consistent with paper\" when the paper's difference to its large model lies in our interval, "
+           "\"differs from paper\" when not; only with at least 3 seeds on both sides (else \"n too small\"), "
+           "never for smoke runs. Protocols differ from the paper's unless the protocol column says 100 / 200 "
+           "epochs on all images.", ""]
     for name, (caption, fn) in TABLES.items():
         df = fn(runs)
         csv = out / "tables" / f"{name}.csv"

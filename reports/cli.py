@@ -12,9 +12,11 @@ def main(argv=None) -> int:
     p.add_argument("--results", default="results", help="directory holding the run directories")
     p.add_argument("--out", default="reports/out",
                    help="output directory (a previous report there is replaced; nothing else is)")
+    p.add_argument("--include-smoke", action="store_true",
+                   help="show smoke-preset runs (tests, not results) in the tables, marked, without verdicts")
     args = p.parse_args(argv)
     try:
-        made = build(args.results, args.out)
+        made = build(args.results, args.out, include_smoke=args.include_smoke)
     except ReportError as e:
         print(f"report error: {e}", file=sys.stderr)
         return 2

@@ -40,6 +40,14 @@ def target_method() -> str:
     return by_role("target")
 
 
+def is_smoke(config: dict) -> bool:
+    """A smoke-preset run (seconds on a few hundred images: a test, not a result). Runs recorded before
+    configs named their preset count as smoke when they trained on 1,024 images or fewer."""
+    if "preset" in config:
+        return config["preset"] == "smoke"
+    return 0 < config.get("train_subset", 0) <= 1024
+
+
 def protocol(config: dict) -> str:
     """Epochs, images and precision: runs in different precisions compute different things and are
     never averaged together (every table and figure groups by protocol)."""
@@ -102,7 +110,7 @@ def load_runs(results_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, dict
             reason = str(e) if isinstance(e, RunDirError) else f"{cfg_path.parent}: unreadable record ({e!r})"
             other.append({"run_id": cfg_path.parent.name, "state": f"corrupt: {reason}", "epochs_done": 0})
     label_variants(done)
-    cols_done = ["run_id", "method", "grows", "uses_lra", "arch", "dataset", "setting", "protocol", "seed", "config_hash", "data_source",
+    cols_done = ["run_id", "method", "grows", "uses_lra", "smoke", "arch", "dataset", "setting", "protocol", "seed", "config_hash", "data_source",
                  "acc", "best_acc", "cost", "cost_overhead", "train_seconds", "total_seconds", "device", "mode", "params"]
     cols_other = ["run_id", "method", "arch", "dataset", "setting", "protocol", "seed", "state", "epochs_done", "epochs"]
     return (pd.DataFrame(done, columns=cols_done), pd.DataFrame(other, columns=cols_other).astype(object).fillna(""),
@@ -115,6 +123,7 @@ def _load_one(cfg_path: Path, done: list, other: list, results: dict) -> None:
     config = read_json(cfg_path)
     t = traits(config["method"])
     base = {"run_id": d.name, "method": method_label(config), "grows": t["grows"], "uses_lra": t["uses_lra"],
+            "smoke": is_smoke(config),
             "arch": config["arch"],
             "dataset": config["dataset"], "setting": f"{config['arch']}/{config['dataset']}",
             "protocol": protocol(config), "seed": config["seed"]}
@@ -130,7 +139,10 @@ def _load_one(cfg_path: Path, done: list, other: list, results: dict) -> None:
                  "cost": 100 * f["train_cost_fraction"],
                  "cost_overhead": 100 * f["train_with_overhead"] / f["large_train"],
                  "train_seconds": t["train_seconds"] + t["growth_seconds"], "total_seconds": t["total_seconds"],
-                 "device": hardware_label(r),
+                 # threads are part of the machine a time belongs to: 1 and 2 threads are not comparable
+                 "device": hardware_label(r) + (f", {r['environment']['threads']} thread(s)"
+                                                if r["environment"].get("device", "cpu") == "cpu"
+                                                and "threads" in r["environment"] else ""),
                  "mode": mode.get("label", f"{mode['precision']}{'/cl' if mode['channels_last'] else ''}")
                          + f"{'/compile' if mode['compile'] else ''}{'/det' if mode['deterministic'] else ''}",
                  "params": r["final_params"]})

@@ -10,6 +10,7 @@ import math
 
 import pandas as pd
 
+from reports import stats
 from reports.load import table_methods, target_method
 from reports.paper import lookup
 
@@ -29,6 +30,8 @@ def seed_stats(runs: pd.DataFrame) -> pd.DataFrame:
     g = runs.groupby(keys, sort=True)
     out = g.agg(acc_mean=("acc", "mean"), acc_std=("acc", "std"), n=("acc", "size"), cost=("cost", "mean"),
                 cost_overhead=("cost_overhead", "mean"), params=("params", "first"))
+    out["accs"] = g["acc"].apply(list)
+    out["smoke"] = g["smoke"].apply(any)
     out["run_ids"] = g["run_id"].apply(lambda s: " ".join(sorted(s)))
     out["config_hashes"] = g["config_hash"].apply(lambda s: " ".join(sorted({h[:10] for h in s})))
     return out.reset_index()
@@ -47,15 +50,17 @@ def speedups(runs: pd.DataFrame) -> pd.DataFrame:
     return t
 
 
-def _verdict(ours_delta, ours_std, paper_delta, paper_std) -> str:
-    if ours_delta is None or paper_delta is None or math.isnan(ours_delta):
+def _verdict(ours: stats.Cell | None, large: stats.Cell | None, delta_ci, paper_delta, smoke: bool) -> str:
+    """Our difference to the large model against the paper's: only for real protocols with at least
+    MIN_N_FOR_VERDICT seeds on both sides; "consistent" when the paper's difference lies in our 95 %
+    Welch interval."""
+    if ours is None or paper_delta is None:
         return ""
-    d = abs(ours_delta - paper_delta)
-    if paper_std is not None and d <= paper_std:
-        return "within paper spread"
-    if ours_std is not None and not math.isnan(ours_std) and d <= ours_std:
-        return "inside our seed spread"
-    return "outside both"
+    if smoke:
+        return "smoke: not a result"
+    if large is None or min(ours.n, large.n) < stats.MIN_N_FOR_VERDICT or delta_ci is None:
+        return "n too small"
+    return "consistent with paper" if delta_ci[0] <= paper_delta <= delta_ci[1] else "differs from paper"
 
 
 def _paper(setting, method, metric):
@@ -68,14 +73,15 @@ def comparison(runs: pd.DataFrame, methods: list[str], settings: list[tuple[str,
     another config (reports.load.label_variants) follow it as rows of their own."""
     present = set(runs.method) if not runs.empty else set()
     methods = [v for m in methods for v in [m] + sorted(x for x in present if x.startswith(m + " ["))]
-    stats = seed_stats(runs)
+    cells = seed_stats(runs)
     sp = speedups(runs)
     rows = []
     for setting, proto, source in settings:
-        sel = stats[(stats.setting == setting) & (stats.protocol == proto) & (stats.data_source == source)] \
-            if not stats.empty else stats
+        sel = cells[(cells.setting == setting) & (cells.protocol == proto) & (cells.data_source == source)] \
+            if not cells.empty else cells
         large = sel[sel.method == target_method()] if not sel.empty else sel
         large_acc = float(large.acc_mean.iloc[0]) if len(large) else float("nan")
+        large_cell = stats.cell(large.accs.iloc[0]) if len(large) else None
         paper_large, _ = _paper(setting, target_method(), "accuracy")
         for m in methods:
             row = {"setting": setting, "data": source, "protocol": proto, "method": m}
@@ -83,27 +89,31 @@ def comparison(runs: pd.DataFrame, methods: list[str], settings: list[tuple[str,
             p_acc, prov = _paper(setting, m, "accuracy")
             p_std, _ = _paper(setting, m, "accuracy_std")
             if len(s) == 0:
-                row.update(cost_pct=NOT_RUN, cost_overhead_pct=NOT_RUN, acc=NOT_RUN, n=0, delta_vs_large=NOT_RUN,
-                           train_seconds=NOT_RUN, speedup=NOT_RUN, params=NOT_RUN)
-                ours_delta, ours_std = None, None
+                row.update(cost_pct=NOT_RUN, cost_overhead_pct=NOT_RUN, acc=NOT_RUN, n=0, acc_ci95="",
+                           delta_vs_large=NOT_RUN, delta_ci95="", train_seconds=NOT_RUN, speedup=NOT_RUN,
+                           params=NOT_RUN)
+                ours, delta_ci, smoke = None, None, False
             else:
                 s = s.iloc[0]
-                ours_delta = s.acc_mean - large_acc
-                ours_std = s.acc_std
+                ours, smoke = stats.cell(s.accs), bool(s.smoke)
+                ours_delta, delta_ci = stats.welch(ours, large_cell) if large_cell else (float("nan"), None)
                 t = sp[(sp.setting == setting) & (sp.protocol == proto) & (sp.method == m)]
                 row.update(cost_pct=_fmt(s.cost, 1), cost_overhead_pct=_fmt(s.cost_overhead, 1),
                            acc=f"{s.acc_mean:.2f} +- {_fmt(s.acc_std) or 'n/a'}", n=int(s.n),
+                           acc_ci95=stats.fmt_ci(ours.ci),
                            delta_vs_large=_fmt(ours_delta),
+                           delta_ci95="" if m == target_method() else stats.fmt_ci(delta_ci),
                            train_seconds="; ".join(f"{r.seconds:.1f} ({r.device}, {r.mode})" for r in t.itertuples()),
                            speedup="; ".join(_fmt(r.speedup, 3) + "x" for r in t.itertuples() if not math.isnan(r.speedup)),
                            params=str(int(s.params)), run_ids=s.run_ids, config_hashes=s.config_hashes)
             paper_delta = (p_acc - paper_large) if (p_acc is not None and paper_large is not None) else None
             row.update(paper_acc=(f"{p_acc:.2f}" + (f" +- {p_std:.2f}" if p_std is not None else "")) if p_acc else "",
                        paper_delta_vs_large=_fmt(paper_delta), paper_provenance=prov,
-                       verdict="reference" if m == target_method() else _verdict(ours_delta, ours_std, paper_delta, p_std))
+                       verdict="reference" if m == target_method() else _verdict(ours, large_cell, delta_ci,
+                                                                                  paper_delta, smoke))
             rows.append(row)
-    cols = ["setting", "data", "protocol", "method", "cost_pct", "cost_overhead_pct", "acc", "n", "delta_vs_large",
-            "train_seconds", "speedup", "params", "paper_acc", "paper_delta_vs_large", "paper_provenance", "verdict",
+    cols = ["setting", "data", "protocol", "method", "cost_pct", "cost_overhead_pct", "acc", "n", "acc_ci95",
+            "delta_vs_large", "delta_ci95", "train_seconds", "speedup", "params", "paper_acc", "paper_delta_vs_large", "paper_provenance", "verdict",
             "run_ids", "config_hashes"]
     return pd.DataFrame(rows, columns=cols).astype(object).fillna("")
 

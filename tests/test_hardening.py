@@ -118,7 +118,7 @@ def test_report_lists_corrupt_runs_and_keeps_the_rest(two_epochs, tmp_path):
     bad = tmp_path / run_id(other)
     bad.mkdir()
     (bad / "config.json").write_text("{")
-    made = build_report(tmp_path, tmp_path / "report")
+    made = build_report(tmp_path, tmp_path / "report", include_smoke=True)
     report = (tmp_path / "report" / "report.md").read_text()
     assert "corrupt" in report and "config.json" in report and run_id(other) in report
     assert made["tables"]["main"].set_index("method").loc["large", "n"] == 1
@@ -252,11 +252,11 @@ def test_failed_report_build_keeps_the_previous_report(two_epochs, monkeypatch):
 
     spec, rd, _ = two_epochs
     out = rd.path.parent / "report"
-    build_report(spec.out_dir, out)
+    build_report(spec.out_dir, out, include_smoke=True)
     before = (out / "report.md").read_text()
     monkeypatch.setattr(figures, "accuracy_vs_epoch", lambda *a: 1 / 0)  # fails half-way through the build
     with pytest.raises(ZeroDivisionError):
-        build_report(spec.out_dir, out)
+        build_report(spec.out_dir, out, include_smoke=True)
     assert (out / "report.md").read_text() == before
     assert [p.name for p in out.parent.iterdir() if p.name.startswith(".report")] == []  # no half-built folder
     assert rd.complete

@@ -32,8 +32,11 @@ def smoke_results(tmp_path_factory, cifar_dir):
 
 def test_report_from_a_real_smoke_sweep(smoke_results, tmp_path):
     out = tmp_path / "report"
-    made = build(smoke_results, out)
+    assert build(smoke_results, tmp_path / "plain")["tables"]["main"].acc.eq("not run").all()  # smoke: left out
+    made = build(smoke_results, out, include_smoke=True)
     main = made["tables"]["main"]
+    assert main.protocol.str.startswith("SMOKE (not a result): ").all()
+    assert set(main.verdict) <= {"", "reference", "smoke: not a result"}
     assert list(main.method) == ["large", "small", "full", "full+ba", "net2net", "gradmax", "firefly", "firefly_simple", "splitting"]
     for col in ("cost_pct", "acc", "n", "train_seconds", "speedup", "params", "paper_acc", "verdict", "run_ids"):
         assert col in main.columns
@@ -60,7 +63,7 @@ def test_report_from_a_real_smoke_sweep(smoke_results, tmp_path):
     assert "JPEG q75 copy" in report and "growing-resnet20-cifar10-s0-unfinished" in report
     # the same run set gives byte-identical CSV tables
     again = tmp_path / "again"
-    build(smoke_results, again)
+    build(smoke_results, again, include_smoke=True)
     for name in ("main", "ablation", "wallclock"):
         assert (out / "tables" / f"{name}.csv").read_bytes() == (again / "tables" / f"{name}.csv").read_bytes()
 
@@ -72,12 +75,13 @@ def test_empty_results_give_not_run_cells(tmp_path):
     assert set(main.acc) == {"not run"} and (tmp_path / "out" / "index.html").is_file()
 
 
-def _record(run_id, method, seed, acc, seconds, device="cpu", mode="bf16/cl"):
+def _record(run_id, method, seed, acc, seconds, device="cpu", mode="bf16/cl", smoke=False):
     return {"run_id": run_id, "method": method, "arch": "resnet20", "dataset": "cifar10",
             "setting": "resnet20/cifar10", "protocol": "15 ep, 10000 train images", "seed": seed,
             "config_hash": f"{run_id:0>10}", "data_source": "CIFAR-10, JPEG q75 copy", "acc": acc, "best_acc": acc,
             "cost": 100.0 if method == "large" else 53.5, "cost_overhead": 100.0 if method == "large" else 53.5,
-            "train_seconds": seconds, "total_seconds": seconds, "device": device, "mode": mode, "params": 269722}
+            "train_seconds": seconds, "total_seconds": seconds, "device": device, "mode": mode, "params": 269722,
+            "smoke": smoke}
 
 
 def test_means_stds_and_speedups_by_hand():
@@ -137,3 +141,39 @@ def test_runs_group_by_config_minus_seed(tmp_path):
     main = tables.main_table(runs).set_index("method")
     assert main.loc["large", "acc"] == "71.00 +- 1.41" and main.loc["large", "n"] == 2
     assert main.loc["large [lr=50.0]", "acc"].startswith("10.00") and main.loc["large [lr=50.0]", "n"] == 1
+
+
+def test_cell_statistics_by_hand():
+    """Student-t interval of a mean and Welch's interval of a difference, against hand-derived values
+    (t quantiles of df 2 and of Welch's df from tables) and scipy's own Welch test."""
+    from scipy.stats import ttest_ind
+
+    from reports import stats
+
+    c = stats.cell([1.0, 2.0, 3.0])
+    assert (c.mean, c.std, c.n) == (2.0, 1.0, 3)
+    half = 4.302653 / 3 ** 0.5  # t_0.975 with 2 degrees of freedom
+    assert c.ci == pytest.approx((2 - half, 2 + half), abs=1e-5)
+    assert stats.cell([5.0]).ci is None and stats.cell([5.0]).std is None
+    a, b = [1.0, 2.0, 3.0], [2.0, 4.0, 6.0, 8.0]
+    diff, ci = stats.welch(stats.cell(a), stats.cell(b))
+    # var/n: 1/3 and (20/3)/4 = 5/3; se = sqrt(2); df = 4 / ((1/3)^2/2 + (5/3)^2/3) = 4.0755
+    assert diff == -3.0
+    assert ci == pytest.approx(tuple(ttest_ind(a, b, equal_var=False).confidence_interval(0.95)), abs=1e-9)
+    assert 2.5706 * 2 ** 0.5 < ci[1] - diff < 2.7764 * 2 ** 0.5  # t_0.975 at df 4.0755: between df 5's and df 4's
+    assert stats.welch(stats.cell(a), stats.cell([4.0]))[1] is None
+
+
+def test_verdicts_need_three_seeds_on_both_sides():
+    large = [_record(f"l{i}", "large", i, 92.6 + d, 100.0) for i, d in enumerate((-0.1, 0.0, 0.1))]
+    full3 = [_record(f"f{i}", "full", i, 92.5 + d, 60.0) for i, d in enumerate((-0.1, 0.0, 0.1))]
+    main = tables.main_table(pd.DataFrame(large + full3).assign(smoke=False)).set_index("method")
+    assert main.loc["full", "verdict"] == "consistent with paper"  # paper: -0.09; ours -0.10 [-0.33, 0.13]
+    assert main.loc["full", "delta_ci95"].startswith("[-0.3") and main.loc["full", "acc_ci95"] != ""
+    off = [_record(f"f{i}", "full", i, 90.0 + d, 60.0) for i, d in enumerate((-0.1, 0.0, 0.1))]
+    assert tables.main_table(pd.DataFrame(large + off).assign(smoke=False)).set_index("method").loc[
+        "full", "verdict"] == "differs from paper"
+    two = tables.main_table(pd.DataFrame(large + full3[:2]).assign(smoke=False)).set_index("method")
+    assert two.loc["full", "verdict"] == "n too small"
+    smoke = tables.main_table(pd.DataFrame(large + full3).assign(smoke=True)).set_index("method")
+    assert smoke.loc["full", "verdict"] == "smoke: not a result"
