@@ -13,12 +13,12 @@ from reports import figures, tables
 from reports.load import load_runs
 
 TABLES = {
-    "main": ("T2. Main comparison: training cost (% of the large model's FLOPs, without and with growth "
-             "overhead), test accuracy (mean +- std over seeds, n seeds), training wall-clock and speed-up over "
-             "the large model on the same device and mode", tables.main_table),
     "ablation": ("T1. Ablation (docs/method.md §9.1): pairing only, + variance rescaling, + learning-rate adaptation, "
                  "both, the large model and Net2Net; paper values from the growing_wiki (secondary)",
                  tables.ablation_table),
+    "main": ("T2. Main comparison: training cost (% of the large model's FLOPs; with growth overhead in brackets), "
+             "test accuracy (mean ± std (n seeds)), difference to the large model with its 95 % interval",
+             tables.main_table),
     "wallclock": ("Wall-clock: large, full, full with batch-size adaptation (speed-ups only between runs on "
                   "one device and mode)", tables.wallclock_table),
 }
@@ -97,11 +97,19 @@ def _build(results_dir: Path, out: Path, include_smoke: bool = False) -> dict:
            "epochs on all images.", ""]
     for name, (caption, fn) in TABLES.items():
         df = fn(runs)
-        csv = out / "tables" / f"{name}.csv"
-        csv.write_text(tables.to_csv(df))
-        (out / "tables" / f"{name}.tex").write_text(tables.to_latex(df, caption))
+        (out / "tables" / f"{name}.csv").write_text(tables.to_csv(df))  # every cell's numbers and runs
         made["tables"][name] = df
-        md += [f"## {caption}", "", tables.to_markdown(df), ""]
+        md += [f"## {caption}", ""]
+        shaped = tables.wide(df) if name != "wallclock" else []
+        for i, (proto, data, w) in enumerate(shaped):  # the paper's layout, one table per protocol
+            suffix = "" if i == 0 else f"_{i + 1}"
+            (out / "tables" / f"{name}{suffix}_wide.csv").write_text(tables.wide_to_csv(w))
+            (out / "tables" / f"{name}{suffix}.tex").write_text(tables.wide_to_latex(w, f"{caption} ({proto}; {data})"))
+            made["tables"][f"{name}{suffix}_wide"] = w
+            md += [f"Protocol: {proto}; data: {data}.", "", tables.wide_to_markdown(w), ""]
+        if not shaped:
+            (out / "tables" / f"{name}.tex").write_text(tables.to_latex(df, caption))
+            md += [tables.to_markdown(df), ""]
     if not runs.empty:
         stats = tables.seed_stats(runs)
         figs = out / "figures"
@@ -115,22 +123,30 @@ def _build(results_dir: Path, out: Path, include_smoke: bool = False) -> dict:
     md += ["## Failed or unfinished runs", "", tables.to_markdown(incomplete, drop=()) if not incomplete.empty
            else "none", ""]
     (out / "report.md").write_text("\n".join(md))
-    (out / "index.html").write_text(_html(made, runs, incomplete, sources))
+    (out / "index.html").write_text(_html(made, runs, incomplete, sources, out))
     return made
 
 
-def _html(made, runs, incomplete, sources) -> str:
+def _html(made, runs, incomplete, sources, out_dir: Path) -> str:
     css = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}table{border-collapse:collapse;"
            "font-size:12px;margin-bottom:1em}td,th{border:1px solid #ccc;padding:3px 6px}th{background:#eee}"
-           "img{max-width:100%;border:1px solid #ddd;margin:0.5em 0}")
+           "img{max-width:100%;border:1px solid #ddd;margin:0.5em 0}table.wide td{text-align:right;white-space:nowrap}"
+           "table.wide th{text-align:center}")
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>growbench report</title><style>{css}</style>"
              "</head><body><h1>growbench report</h1>",
              f"<p>{len(runs)} complete runs; {len(incomplete)} failed or unfinished (not averaged in). "
              f"Data: {html.escape(', '.join(sources) or 'none')}.</p>"]
     for name, (caption, _) in TABLES.items():
-        df = made["tables"][name].drop(columns=[c for c in ("run_ids", "config_hashes") if c in made["tables"][name]])
-        parts += [f"<h2>{html.escape(caption)}</h2>", df.to_html(index=False, escape=True),
-                  f"<p>Download: <a href='tables/{name}.csv'>CSV</a> · <a href='tables/{name}.tex'>LaTeX</a></p>"]
+        parts.append(f"<h2>{html.escape(caption)}</h2>")
+        shaped = [k for k in made["tables"] if k.startswith(name) and k.endswith("_wide")]
+        for k in shaped:  # the paper's layout: a column group per setting
+            parts.append(made["tables"][k].to_html(escape=True, classes="wide"))
+        if not shaped:
+            df = made["tables"][name].drop(columns=[c for c in ("run_ids", "config_hashes") if c in made["tables"][name]])
+            parts.append(df.to_html(index=False, escape=True))
+        parts.append(f"<p>Download: <a href='tables/{name}.csv'>CSV (every cell, its runs)</a>"
+                     + (f" · <a href='tables/{name}.tex'>LaTeX</a>" if (out_dir / "tables" / f"{name}.tex").is_file() else "")
+                     + "</p>")
     parts.append("<h2>Figures</h2>")
     for p in made["figures"]:
         if p.suffix == ".png":  # embedded, so the page stands alone; SVG beside it for print

@@ -66,6 +66,18 @@ def hardware_label(result: dict) -> str:
     return f"{fp['device']} {fp.get('model', '')} ({fp.get('aten_isa', '')} {kernels}{cap}; torch {fp['torch']})".replace("  ", " ")
 
 
+def normalized(config: dict) -> dict:
+    """A stored config with every field present (defaults for those added since it was written) and
+    options of every schema in today's places, so that configs of different ages compare alike; a
+    config that no longer validates is used as stored."""
+    from bench.config import ConfigError, spec_from_dict, spec_to_dict, upgrade_config
+
+    try:
+        return spec_to_dict(spec_from_dict(config))
+    except (ConfigError, KeyError, TypeError):
+        return upgrade_config(config)
+
+
 def _flat(d: dict, prefix: str = "") -> dict:
     """A config as {dotted field: value}, without what does not change results or is the seed."""
     from bench.config import UNHASHED
@@ -120,7 +132,7 @@ def load_runs(results_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, dict
 def _load_one(cfg_path: Path, done: list, other: list, results: dict) -> None:
     """One run directory into ``done`` or ``other``; raises on a record it cannot read."""
     d = cfg_path.parent
-    config = read_json(cfg_path)
+    config = normalized(read_json(cfg_path))
     t = traits(config["method"])
     base = {"run_id": d.name, "method": method_label(config), "grows": t["grows"], "uses_lra": t["uses_lra"],
             "smoke": is_smoke(config),

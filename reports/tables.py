@@ -144,7 +144,7 @@ def wallclock_table(runs) -> pd.DataFrame:
                    & (sp.method == m)] if not sp.empty else sp
             acc = runs[(runs.setting == setting) & (runs.protocol == proto) & (runs.method == m)
                        & (runs.device == device) & (runs["mode"] == mode)]
-            p, prov = _paper("resnet18/cifar100", m, "speedup") if m != target_method() else (None, "")
+            p, prov = _paper(setting, m, "speedup") if m != target_method() else (None, "")  # this setting's only
             rows.append({"setting": setting, "data": source, "protocol": proto, "device": device, "mode": mode,
                          "method": m,
                          "train_seconds": _fmt(float(t.seconds.iloc[0]), 1) if len(t) else NOT_RUN,
@@ -172,7 +172,7 @@ def to_markdown(df: pd.DataFrame, drop=("run_ids", "config_hashes")) -> str:
 def _tex(s) -> str:
     s = str(s)
     for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
-                 ("+-", r"$\pm$"), ("~", r"\textasciitilde{}")):
+                 ("+-", r"$\pm$"), ("±", r"$\pm$"), ("~", r"\textasciitilde{}")):
         s = s.replace(a, b)
     return s
 
@@ -184,5 +184,94 @@ def to_latex(df: pd.DataFrame, caption: str, drop=("run_ids", "config_hashes")) 
              r"\begin{tabular}{" + "l" * len(d.columns) + "}", r"\toprule",
              " & ".join(_tex(c) for c in d.columns) + r" \\", r"\midrule"]
     lines += [" & ".join(_tex(v) for v in r) + r" \\" for r in d.itertuples(index=False)]
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+# -- the paper's layout: methods as rows, settings as column groups -----------------------------------
+SETTING_NAMES = {"resnet20/cifar10": "ResNet-20 / CIFAR-10", "vgg11/cifar10": "VGG-11 / CIFAR-10",
+                 "mobilenet_v1/cifar10": "MobileNetV1 / CIFAR-10", "resnet18/cifar100": "ResNet-18 / CIFAR-100",
+                 "resnet50/imagenet": "ResNet-50 / ImageNet",
+                 "mobilenet_v1_imagenet/imagenet": "MobileNetV1 / ImageNet"}
+WIDE_FIELDS = ("cost (%)", "accuracy (%)", "vs large (pts)", "paper (%)")
+
+
+def _cell_acc(r) -> str:
+    return "" if r.acc == NOT_RUN else f"{r.acc.replace(' +- n/a', '').replace('+-', '±')} ({r.n})"
+
+
+def _cell_cost(r) -> str:
+    if r.cost_pct == NOT_RUN:
+        return ""
+    return r.cost_pct if r.cost_overhead_pct == r.cost_pct else f"{r.cost_pct} ({r.cost_overhead_pct})"
+
+
+def _cell_delta(r) -> str:
+    if r.delta_vs_large in (NOT_RUN, "") or r.verdict == "reference":
+        return ""
+    return r.delta_vs_large + (f" {r.delta_ci95}" if r.delta_ci95 else "")
+
+
+def wide(long: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]:
+    """A long comparison table (one row per setting x method) in the paper's shape: one table per
+    (protocol, data source), a row per method, a column group per setting holding training cost
+    (% of the large model; with growth overhead in brackets where it differs), accuracy (mean ± std
+    (n)), the difference to the large model with its 95 % interval, and the paper's value."""
+    out = []
+    order = list(SETTING_NAMES)
+    for (proto, data), g in long.groupby(["protocol", "data"], sort=True):
+        if (g.acc == NOT_RUN).all():
+            continue
+        settings = sorted(set(g.setting), key=lambda s: (order.index(s) if s in order else len(order), s))
+        methods = list(dict.fromkeys(g.method))
+        cols = pd.MultiIndex.from_tuples([(SETTING_NAMES.get(s, s), f) for s in settings for f in WIDE_FIELDS])
+        rows = []
+        for m in methods:
+            row = []
+            for s in settings:
+                r = g[(g.setting == s) & (g.method == m)]
+                if r.empty:
+                    row += [""] * len(WIDE_FIELDS)
+                    continue
+                r = r.iloc[0]
+                paper = r.paper_acc.replace("+-", "±") if r.paper_acc else ""
+                row += [_cell_cost(r), _cell_acc(r), _cell_delta(r), paper]
+            rows.append(row)
+        df = pd.DataFrame(rows, index=pd.Index(methods, name="method"), columns=cols)
+        keep = [c for c in df.columns if c[1] != "paper (%)" or df[c].ne("").any()]  # no empty paper columns
+        out.append((proto, data, df[keep]))
+    return out
+
+
+def wide_to_csv(df: pd.DataFrame) -> str:
+    flat = df.copy()
+    flat.columns = [f"{s}: {f}" for s, f in df.columns]
+    return flat.reset_index().to_csv(index=False, lineterminator="\n")
+
+
+def wide_to_markdown(df: pd.DataFrame) -> str:
+    head = ["method"] + [f"{s}<br>{f}" for s, f in df.columns]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * len(df.columns)]
+    lines += ["| " + " | ".join([str(i)] + [str(v) for v in r]) + " |" for i, r in zip(df.index, df.itertuples(index=False))]
+    return "\n".join(lines)
+
+
+def wide_to_latex(df: pd.DataFrame, caption: str) -> str:
+    """booktabs, one \\multicolumn header per setting, numbers right-aligned; compiles as it is with
+    the booktabs package (tests/test_reports.py checks its structure)."""
+    groups = list(dict.fromkeys(s for s, _ in df.columns))
+    spans = [sum(1 for s, _ in df.columns if s == g) for g in groups]
+    lines = [r"\begin{table}[t]", r"\centering", r"\small", rf"\caption{{{_tex(caption)}}}",
+             r"\begin{tabular}{l" + "r" * len(df.columns) + "}", r"\toprule"]
+    lines.append(" & ".join(["Method"] + [rf"\multicolumn{{{n}}}{{c}}{{{_tex(g)}}}" for g, n in zip(groups, spans)])
+                 + r" \\")
+    start, rules = 2, []
+    for n in spans:
+        rules.append(rf"\cmidrule(lr){{{start}-{start + n - 1}}}")
+        start += n
+    lines.append(" ".join(rules))
+    lines.append(" & ".join([""] + [_tex(f) for _, f in df.columns]) + r" \\")
+    lines.append(r"\midrule")
+    lines += [" & ".join([_tex(i)] + [_tex(v) for v in r]) + r" \\" for i, r in zip(df.index, df.itertuples(index=False))]
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
     return "\n".join(lines) + "\n"

@@ -118,7 +118,13 @@ def test_wallclock_table_by_hand():
     wall = tables.wallclock_table(runs).set_index("method")
     assert wall.loc["large", "speedup"] == "1.000x" and wall.loc["full", "speedup"] == "1.250x"
     assert wall.loc["full+ba", "speedup"] == "2.000x" and wall.loc["full+ba", "train_seconds"] == "50.0"
-    assert wall.loc["full", "acc"] == "69.00" and wall.loc["full+ba", "paper_speedup"] == "1.7x"
+    assert wall.loc["full", "acc"] == "69.00"
+    # the paper's speed-ups belong to ResNet-18 / CIFAR-100: never shown beside another setting's
+    assert wall.loc["full+ba", "paper_speedup"] == "" and wall.loc["full", "paper_speedup"] == ""
+    c100 = pd.DataFrame([{**_record(k, m, 0, 70.0, t), "setting": "resnet18/cifar100", "arch": "resnet18",
+                          "dataset": "cifar100"} for k, m, t in (("a", "large", 100.0), ("d", "full+ba", 50.0))])
+    wall = tables.wallclock_table(c100).set_index("method")
+    assert wall.loc["full+ba", "paper_speedup"] == "1.7x" and wall.loc["full", "paper_speedup"] == "1.2x"
 
 
 def test_runs_group_by_config_minus_seed(tmp_path):
@@ -177,3 +183,29 @@ def test_verdicts_need_three_seeds_on_both_sides():
     assert two.loc["full", "verdict"] == "n too small"
     smoke = tables.main_table(pd.DataFrame(large + full3).assign(smoke=True)).set_index("method")
     assert smoke.loc["full", "verdict"] == "smoke: not a result"
+
+
+def test_paper_shaped_tables_and_their_latex():
+    """Methods as rows, one column group per setting; the LaTeX has one multicolumn per setting whose
+    spans add up to the tabular's columns, and every row has as many cells as the tabular."""
+    rows = [_record(f"l{i}", "large", i, 92.6 + d, 100.0) for i, d in enumerate((-0.1, 0.0, 0.1))]
+    rows += [_record(f"f{i}", "full", i, 92.5 + d, 60.0) for i, d in enumerate((-0.1, 0.0, 0.1))]
+    rows += [{**_record("v0", "large", 0, 80.0, 300.0), "setting": "vgg11/cifar10", "arch": "vgg11"}]
+    long = tables.main_table(pd.DataFrame(rows))
+    [(proto, data, w)] = tables.wide(long)
+    assert list(dict.fromkeys(s for s, _ in w.columns)) == ["ResNet-20 / CIFAR-10", "VGG-11 / CIFAR-10"]
+    assert w.loc["full", ("ResNet-20 / CIFAR-10", "accuracy (%)")] == "92.50 ± 0.10 (3)"
+    assert w.loc["full", ("ResNet-20 / CIFAR-10", "cost (%)")] == "53.5"
+    assert w.loc["full", ("ResNet-20 / CIFAR-10", "vs large (pts)")].startswith("-0.10 [-0.3")
+    assert w.loc["full", ("ResNet-20 / CIFAR-10", "paper (%)")] == "92.53 ± 0.11"
+    assert w.loc["large", ("VGG-11 / CIFAR-10", "accuracy (%)")] == "80.00 (1)"
+    assert ("VGG-11 / CIFAR-10", "paper (%)") not in w.columns  # no paper values there: no empty column
+    tex = tables.wide_to_latex(w, "T2 (test)")
+    body = tex.split("\\midrule")[1].split("\\bottomrule")[0]
+    ncols = len(re.search(r"\\begin\{tabular\}\{([lr]+)\}", tex).group(1))
+    spans = [int(n) for n in re.findall(r"\\multicolumn\{(\d+)\}", tex)]
+    assert 1 + sum(spans) == ncols == 1 + len(w.columns)
+    for line in [x for x in body.strip().splitlines() if x.strip()]:
+        assert line.count(" & ") + 1 == ncols and line.endswith("\\\\")
+    assert tex.count("{") == tex.count("}") and "\\toprule" in tex and "\\cmidrule(lr){2-5}" in tex
+    assert "±" not in tex and "$\\pm$" in tex
