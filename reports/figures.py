@@ -3,6 +3,8 @@ with growth epochs, F4 accuracy vs training cost, F5 LRA multipliers, F6 width s
 accuracy. Each figure is written as PNG and SVG."""
 from __future__ import annotations
 
+import hashlib
+import zlib
 from pathlib import Path
 
 import matplotlib
@@ -15,11 +17,36 @@ import seaborn as sns  # noqa: E402
 sns.set_theme(style="whitegrid", context="notebook")
 
 
+PALETTE = sns.color_palette("tab20", 20)
+MARKERS = "osD^v<>pXh*Pd"
+
+
+def style(method: str) -> dict:
+    """One fixed colour and marker per method across all figures (registry order; the target model
+    always black); a method's variants share its colour: batch-adapted dashed, other configs dotted."""
+    from bench.methods import METHODS, by_role
+
+    base, ls = method, "-"
+    if " [" in base:
+        base, ls = base.split(" [")[0], ":"
+    if base.endswith("+ba"):
+        base, ls = base[:-3], "--"
+    if base == by_role("target"):
+        return {"color": "black", "marker": "s", "ls": ls}
+    i = METHODS.index(base) if base in METHODS else len(METHODS) + zlib.crc32(base.encode()) % 7
+    return {"color": PALETTE[(2 * i) % 20 if i < 10 else (2 * i + 1) % 20], "marker": MARKERS[i % len(MARKERS)], "ls": ls}
+
+
+def _legend_outside(ax, **kw):
+    """The legend right of the axes, never over the data."""
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, fontsize=8, **kw)
+
+
 def _save(fig, out: Path, name: str) -> list[Path]:
-    fig.tight_layout()
+    """PNG and SVG, cropped to what is drawn (legends outside the axes included); no date in the SVG."""
     paths = [out / f"{name}.png", out / f"{name}.svg"]
-    fig.savefig(paths[0], dpi=120)
-    fig.savefig(paths[1])
+    fig.savefig(paths[0], dpi=120, bbox_inches="tight")
+    fig.savefig(paths[1], bbox_inches="tight", metadata={"Date": None})
     plt.close(fig)
     return paths
 
@@ -33,36 +60,50 @@ def _groups(runs: pd.DataFrame):
 
 
 def accuracy_vs_epoch(runs, results, out: Path) -> list[Path]:
+    """F3: per method the mean test accuracy over seeds, a band from the lowest to the highest seed,
+    and the growth epochs as dashed lines."""
     paths = []
     for setting, proto in _groups(runs):
         sel = runs[(runs.setting == setting) & (runs.protocol == proto)]
-        fig, ax = plt.subplots(figsize=(7, 4.5))
+        fig, ax = plt.subplots(figsize=(9, 4.8))
         growth_epochs = set()
         for method, g in sorted(sel.groupby("method")):
             curves = pd.DataFrame([[100 * h["test_acc"] for h in results[rid]["epochs"]] for rid in g.run_id])
-            mean = curves.mean(axis=0)
-            ax.plot(range(1, len(mean) + 1), mean, marker=".", label=f"{method} (n={len(g)})")
+            x = range(1, curves.shape[1] + 1)
+            st = style(method)
+            ax.plot(x, curves.mean(axis=0), color=st["color"], ls=st["ls"], marker=st["marker"], markersize=3,
+                    label=f"{method} (n={len(g)})")
+            if len(g) > 1:
+                ax.fill_between(x, curves.min(axis=0), curves.max(axis=0), color=st["color"], alpha=0.15, lw=0)
             for rid in g.run_id:
                 growth_epochs |= {w["epoch"] for w in results[rid]["width_history"][1:]}
         for e in sorted(growth_epochs):
-            ax.axvline(e + 0.5, color="grey", ls="--", lw=0.8)
-        ax.set(title=f"Test accuracy per epoch: {setting}, {proto}\n(dashed: growth steps)", xlabel="epoch",
-               ylabel="test accuracy (%)")
-        ax.legend(fontsize=8)
+            ax.axvline(e + 0.5, color="grey", ls="--", lw=0.7, zorder=0)
+        ax.set(title=f"Test accuracy per epoch: {setting}, {proto}\nmean over seeds, band: lowest to highest seed; "
+               "dashed: growth steps", xlabel="epoch", ylabel="test accuracy (%)")
+        _legend_outside(ax)
         paths += _save(fig, out, "F3_accuracy_vs_epoch_" + _slug(setting, proto))
     return paths
 
 
 def accuracy_vs_cost(stats: pd.DataFrame, out: Path) -> list[Path]:
+    """F4: accuracy against training cost with growth overhead (filled), joined to the cost without
+    it (hollow); the paper's accuracies as differences to its own large model are in T1/T2, not here,
+    because its protocol (100 epochs, all images) differs from the runs'."""
     paths = []
     for (setting, proto), g in sorted(stats.groupby(["setting", "protocol"])):
-        fig, ax = plt.subplots(figsize=(6.5, 4.5))
+        fig, ax = plt.subplots(figsize=(8.5, 4.8))
         for r in g.itertuples():
-            ax.errorbar(r.cost, r.acc_mean, yerr=0 if pd.isna(r.acc_std) else r.acc_std, fmt="o", capsize=3,
+            st = style(r.method)
+            yerr = 0 if pd.isna(r.acc_std) else r.acc_std
+            ax.errorbar(r.cost_overhead, r.acc_mean, yerr=yerr, fmt=st["marker"], color=st["color"], capsize=3,
                         label=f"{r.method} (n={r.n})")
-        ax.set(title=f"Accuracy vs training cost: {setting}, {proto}", xlabel="training cost (% of large model FLOPs)",
-               ylabel="test accuracy (%), mean +- std")
-        ax.legend(fontsize=8)
+            if abs(r.cost_overhead - r.cost) > 0.05:
+                ax.plot([r.cost, r.cost_overhead], [r.acc_mean, r.acc_mean], color=st["color"], lw=0.8)
+                ax.plot(r.cost, r.acc_mean, st["marker"], mfc="white", color=st["color"])
+        ax.set(title=f"Accuracy vs training cost: {setting}, {proto}\nfilled: with growth overhead; hollow: without",
+               xlabel="training cost (% of the large model's FLOPs)", ylabel="test accuracy (%), mean ± std")
+        _legend_outside(ax)
         paths += _save(fig, out, "F4_accuracy_vs_cost_" + _slug(setting, proto))
     return paths
 
@@ -88,44 +129,60 @@ def lra_multipliers(runs, results, out: Path) -> list[Path]:
         ax.set(title=f"LRA multipliers ||W_dt|| / ||W_0||: {setting}\n{rid}", xlabel="epoch", ylabel="multiplier")
         lines = ax.get_legend_handles_labels()
         extra = ax2.get_legend_handles_labels()
-        ax.legend(lines[0] + extra[0], lines[1] + extra[1], fontsize=8, loc="upper left", bbox_to_anchor=(1.15, 1))
+        ax.legend(lines[0] + extra[0], lines[1] + extra[1], fontsize=8, loc="upper left", bbox_to_anchor=(1.12, 1))
         paths += _save(fig, out, "F5_lra_multipliers_" + _slug(setting, proto))
     return paths
 
 
 def width_schedule(runs, results, out: Path) -> list[Path]:
+    """F6: relative training FLOPs per step and parameter fraction per epoch, one line per distinct
+    schedule (methods that share one are named together)."""
     paths = []
     grown = runs[runs.grows.astype(bool)]
     for setting, proto in _groups(grown):
         g = grown[(grown.setting == setting) & (grown.protocol == proto)].sort_values(["method", "seed"])
-        fig, ax = plt.subplots(figsize=(7, 4.5))
+        schedules: dict[tuple, list[str]] = {}
+        curves = {}
         for method, d in g.groupby("method"):
             r = results[d.run_id.iloc[0]]
             hist = r["epochs"]
             full = r["flops"]["large_train"] / (r["config"]["epochs"] * max(1, hist[-1]["steps"]))
-            rel = [h["train_step_flops"] * h["steps"] / (full * hist[-1]["steps"]) for h in hist]
-            frac = [h["params"] / r["final_params"] for h in hist]
-            x = [h["epoch"] - 1 for h in hist] + [hist[-1]["epoch"]]  # each epoch spans [e - 1, e]
-            ax.step(x, rel + rel[-1:], where="post", label=f"{method}: relative training FLOPs")
-            ax.step(x, frac + frac[-1:], where="post", ls="--", label=f"{method}: parameter fraction")
+            rel = tuple(round(h["train_step_flops"] * h["steps"] / (full * hist[-1]["steps"]), 6) for h in hist)
+            frac = tuple(round(h["params"] / r["final_params"], 6) for h in hist)
+            schedules.setdefault((rel, frac), []).append(method)
+            curves[(rel, frac)] = [h["epoch"] for h in hist]
+        fig, ax = plt.subplots(figsize=(9, 4.8))
+        for n, ((rel, frac), methods) in enumerate(schedules.items()):
+            epochs = curves[(rel, frac)]
+            x = [e - 1 for e in epochs] + [epochs[-1]]  # each epoch spans [e - 1, e]
+            color = style(methods[0])["color"] if len(schedules) > 1 else "tab:blue"
+            name = ", ".join(methods) if len(methods) <= 3 else f"{len(methods)} methods"
+            ax.step(x, list(rel) + [rel[-1]], where="post", color=color, label=f"relative training FLOPs ({name})")
+            ax.step(x, list(frac) + [frac[-1]], where="post", color=color, ls="--", label=f"parameter fraction ({name})")
         ax.set(title=f"Width schedule: {setting}, {proto}", xlabel="epochs of training",
                ylabel="fraction of the large model", ylim=(0, 1.05))
-        ax.legend(fontsize=8)
+        _legend_outside(ax)
         paths += _save(fig, out, "F6_width_schedule_" + _slug(setting, proto))
     return paths
 
 
 def time_to_accuracy(runs, results, out: Path) -> list[Path]:
+    """F7: test accuracy against training wall-clock, one line per method (the seed with the median
+    final accuracy), labelled at its end with the time; only runs of one device label per figure."""
     paths = []
-    for setting, proto in _groups(runs):
-        sel = runs[(runs.setting == setting) & (runs.protocol == proto)]
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        for r in sel.sort_values(["method", "seed"]).itertuples():
+    for (setting, proto, device), sel in sorted(runs.groupby(["setting", "protocol", "device"])):
+        fig, ax = plt.subplots(figsize=(9, 4.8))
+        for method, g in sorted(sel.groupby("method")):
+            r = g.sort_values("acc").iloc[len(g) // 2]
             hist = results[r.run_id]["epochs"]
             secs = [h.get("train_seconds", 0) + h.get("growth_seconds", 0) for h in hist]
-            ax.plot(secs, [100 * h["test_acc"] for h in hist], marker=".", label=f"{r.method} s{r.seed} ({r.device})")
-        ax.set(title=f"Time to accuracy: {setting}, {proto}", xlabel="training wall-clock (s, evaluation excluded)",
-               ylabel="test accuracy (%)")
-        ax.legend(fontsize=7)
-        paths += _save(fig, out, "F7_time_to_accuracy_" + _slug(setting, proto))
+            st = style(method)
+            ax.plot(secs, [100 * h["test_acc"] for h in hist], color=st["color"], ls=st["ls"], marker=st["marker"],
+                    markersize=3, label=f"{method} (seed {r.seed})")
+            ax.annotate(f"{secs[-1]:.0f} s", (secs[-1], 100 * hist[-1]["test_acc"]), fontsize=7,
+                        xytext=(3, 0), textcoords="offset points", color=st["color"])
+        ax.set(title=f"Time to accuracy: {setting}, {proto}\n{device}",
+               xlabel="training wall-clock (s, evaluation excluded)", ylabel="test accuracy (%)")
+        _legend_outside(ax)
+        paths += _save(fig, out, "F7_time_to_accuracy_" + _slug(setting, proto, hashlib.sha1(device.encode()).hexdigest()[:6]))
     return paths

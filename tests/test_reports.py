@@ -209,3 +209,15 @@ def test_paper_shaped_tables_and_their_latex():
         assert line.count(" & ") + 1 == ncols and line.endswith("\\\\")
     assert tex.count("{") == tex.count("}") and "\\toprule" in tex and "\\cmidrule(lr){2-5}" in tex
     assert "±" not in tex and "$\\pm$" in tex
+
+
+def test_every_method_keeps_one_distinct_colour_and_marker():
+    from bench.methods import METHODS
+    from reports.figures import style
+
+    looks = {m: (tuple(style(m)["color"]) if not isinstance(style(m)["color"], str) else style(m)["color"],
+                 style(m)["marker"]) for m in METHODS}
+    assert len({c for c, _ in looks.values()}) == len(METHODS)  # no two methods share a colour
+    assert style("large")["color"] == "black"
+    assert style("full+ba")["color"] == style("full")["color"] and style("full+ba")["ls"] == "--"
+    assert style("large [lr=0.05]")["color"] == "black" and style("large [lr=0.05]")["ls"] == ":"
