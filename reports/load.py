@@ -48,6 +48,19 @@ def is_smoke(config: dict) -> bool:
     return 0 < config.get("train_subset", 0) <= 1024
 
 
+LOADED_SHARE = 0.85  # a run got less than this share of its threads' CPU time: another process competed
+
+
+def machine_load(history: list[dict]) -> str:
+    """How busy the machine was while a run trained (the loop's per-epoch load record): "" if it had its
+    cores, "loaded (...)" if another process took a share of them, "no load record" for older runs."""
+    shares = [h["load"]["cpu_share"] for h in history if h.get("load", {}).get("cpu_share") is not None]
+    if not shares:
+        return "no load record"
+    mean = sum(shares) / len(shares)
+    return f"loaded (CPU share {mean:.2f})" if mean < LOADED_SHARE else ""
+
+
 def protocol(config: dict) -> str:
     """Epochs, images and precision: runs in different precisions compute different things and are
     never averaged together (every table and figure groups by protocol)."""
@@ -123,7 +136,7 @@ def load_runs(results_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, dict
             other.append({"run_id": cfg_path.parent.name, "state": f"corrupt: {reason}", "epochs_done": 0})
     label_variants(done)
     cols_done = ["run_id", "method", "grows", "uses_lra", "smoke", "arch", "dataset", "setting", "protocol", "seed", "config_hash", "data_source",
-                 "acc", "best_acc", "cost", "cost_overhead", "train_seconds", "total_seconds", "device", "mode", "params"]
+                 "acc", "best_acc", "cost", "cost_overhead", "train_seconds", "total_seconds", "device", "mode", "params", "load"]
     cols_other = ["run_id", "method", "arch", "dataset", "setting", "protocol", "seed", "state", "epochs_done", "epochs"]
     return (pd.DataFrame(done, columns=cols_done), pd.DataFrame(other, columns=cols_other).astype(object).fillna(""),
             results)
@@ -157,5 +170,5 @@ def _load_one(cfg_path: Path, done: list, other: list, results: dict) -> None:
                                                 and "threads" in r["environment"] else ""),
                  "mode": mode.get("label", f"{mode['precision']}{'/cl' if mode['channels_last'] else ''}")
                          + f"{'/compile' if mode['compile'] else ''}{'/det' if mode['deterministic'] else ''}",
-                 "params": r["final_params"]})
+                 "params": r["final_params"], "load": machine_load(r.get("epochs", []))})
     results[d.name] = r

@@ -43,10 +43,23 @@ def speedups(runs: pd.DataFrame) -> pd.DataFrame:
     if runs.empty:
         return pd.DataFrame()
     keys = ["setting", "protocol", "data_source", "device", "mode"]
-    t = runs.groupby(keys + ["method"], sort=True).agg(seconds=("train_seconds", "mean"), n=("train_seconds", "size"))
+    runs = runs if "load" in runs else runs.assign(load="no load record")
+    t = runs.groupby(keys + ["method"], sort=True).agg(
+        seconds=("train_seconds", "mean"), sd=("train_seconds", "std"), n=("train_seconds", "size"),
+        load=("load", lambda s: "; ".join(sorted({v for v in s if v}))))
     t = t.reset_index()
-    large = t[t.method == target_method()].set_index(keys)["seconds"]
-    t["speedup"] = [large.get(tuple(getattr(r, k) for k in keys), float("nan")) / r.seconds for r in t.itertuples()]
+    large = t[t.method == target_method()].set_index(keys)
+    speed, spread, flags = [], [], []
+    for r in t.itertuples():
+        k = tuple(getattr(r, c) for c in keys)
+        ref = large.loc[k] if k in large.index else None
+        speed.append(ref.seconds / r.seconds if ref is not None else float("nan"))
+        # the speed-up's spread from both times' spreads over seeds (first-order, relative errors add)
+        rel = [x for x in ((r.sd / r.seconds) if r.n > 1 else None, (ref.sd / ref.seconds) if ref is not None
+                           and ref.n > 1 else None) if x is not None and not math.isnan(x)]
+        spread.append(speed[-1] * math.sqrt(sum(x * x for x in rel)) if len(rel) == 2 else float("nan"))
+        flags.append("; ".join(sorted({f for f in (r.load, ref.load if ref is not None else "") if f})))
+    t["speedup"], t["speedup_sd"], t["timing"] = speed, spread, flags
     return t
 
 
@@ -147,9 +160,16 @@ def wallclock_table(runs) -> pd.DataFrame:
             p, prov = _paper(setting, m, "speedup") if m != target_method() else (None, "")  # this setting's only
             rows.append({"setting": setting, "data": source, "protocol": proto, "device": device, "mode": mode,
                          "method": m,
-                         "train_seconds": _fmt(float(t.seconds.iloc[0]), 1) if len(t) else NOT_RUN,
+                         "train_seconds": (_fmt(float(t.seconds.iloc[0]), 1)
+                                           + (f" +- {_fmt(float(t.sd.iloc[0]), 1)}" if int(t.n.iloc[0]) > 1 else ""))
+                                          if len(t) else NOT_RUN,
                          "n": int(t.n.iloc[0]) if len(t) else 0,
-                         "speedup": (_fmt(float(t.speedup.iloc[0]), 3) + "x") if len(t) else NOT_RUN,
+                         "speedup": (_fmt(float(t.speedup.iloc[0]), 3) + "x"
+                                     + (f" +- {_fmt(float(t.speedup_sd.iloc[0]), 3)}" if not math.isnan(t.speedup_sd.iloc[0])
+                                        else "")) if len(t) else NOT_RUN,
+                         # a speed-up is only as good as the quiet of the machine: flagged when either run had
+                         # competition for its cores, or carries no load record
+                         "timing": t.timing.iloc[0] if len(t) else "",
                          "acc": _fmt(float(acc.acc.mean())) if len(acc) else NOT_RUN,
                          "paper_speedup": f"{p:.1f}x" if p else "", "paper_provenance": prov,
                          "run_ids": " ".join(sorted(acc.run_id)) if len(acc) else ""})

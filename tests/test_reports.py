@@ -221,3 +221,21 @@ def test_every_method_keeps_one_distinct_colour_and_marker():
     assert style("large")["color"] == "black"
     assert style("full+ba")["color"] == style("full")["color"] and style("full+ba")["ls"] == "--"
     assert style("large [lr=0.05]")["color"] == "black" and style("large [lr=0.05]")["ls"] == ":"
+
+
+def test_timings_carry_their_spread_and_the_machines_load():
+    from reports.load import machine_load
+
+    quiet = [{"load": {"cpu_share": 0.97, "loadavg_1m": 1.0, "cores": 2}}] * 3
+    busy = [{"load": {"cpu_share": 0.52, "loadavg_1m": 3.9, "cores": 2}}] * 3
+    assert machine_load(quiet) == "" and machine_load(busy) == "loaded (CPU share 0.52)"
+    assert machine_load([{"epoch": 1}]) == "no load record"
+    runs = pd.DataFrame([{**_record("a", "large", 0, 70.0, 100.0), "load": ""},
+                         {**_record("b", "large", 1, 70.0, 110.0), "load": ""},
+                         {**_record("c", "full", 0, 69.0, 50.0), "load": ""},
+                         {**_record("d", "full", 1, 69.0, 60.0), "load": "loaded (CPU share 0.52)"}])
+    wall = tables.wallclock_table(runs).set_index("method")
+    assert wall.loc["large", "train_seconds"] == "105.0 +- 7.1" and wall.loc["large", "timing"] == ""
+    # 105 / 55 = 1.909; relative spreads 7.071/105 = 0.0673 and 7.071/55 = 0.1286 add in quadrature: 0.1451 x 1.909 = 0.277
+    assert wall.loc["full", "speedup"] == "1.909x +- 0.277"
+    assert wall.loc["full", "timing"] == "loaded (CPU share 0.52)"
