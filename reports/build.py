@@ -35,6 +35,8 @@ def check_folders(results_dir: Path, out: Path) -> None:
     """Refuse a results folder that is missing, and an output folder the build could not safely replace."""
     if not results_dir.is_dir():
         raise ReportError(f"--results {results_dir}: no such folder")
+    if not any(results_dir.glob("*/config.json")):
+        raise ReportError(f"--results {results_dir}: no run directories in it (python -m bench run / sweep makes them)")
     res, dst = results_dir.resolve(), out.resolve()
     if dst == res or res.is_relative_to(dst):
         raise ReportError(f"--out {out}: holds the results folder {results_dir}; replacing it would delete runs")
@@ -70,6 +72,44 @@ def build(results_dir: str | Path, out_dir: str | Path, include_smoke: bool = Fa
     return made
 
 
+def caveats(results_dir, runs, incomplete, smoke: int, include_smoke: bool, sources) -> list[str]:
+    """What a reader must know before reading a number (report.md and index.html say the same)."""
+    notes = [f"Runs read from `{results_dir}`: {len(runs)} complete, {len(incomplete)} failed or unfinished "
+             "(listed at the end, never averaged in)."
+             + (f" {smoke} smoke-preset runs (a few hundred images: tests, not results) "
+                + ("are shown, their protocol marked SMOKE, without verdicts." if include_smoke
+                   else "are left out (--include-smoke shows them).") if smoke else "")]
+    if any("JPEG" in s for s in sources):
+        notes.append("**Data:** CIFAR-10 numbers here come from the JPEG q75 copy of CIFAR-10, not the original; "
+                     "they are close to, not bit-comparable with, accuracies on the original.")
+    notes.append("Accuracy: mean ± sample std over n seeds, with its 95 % Student-t interval; vs large: the "
+                 "difference to the large model of the same setting and protocol, with its 95 % Welch interval. "
+                 "Verdict: \"consistent with paper\" when the paper's difference to its large model lies in our "
+                 "interval, \"differs from paper\" when not; only with at least 3 seeds on both sides (else \"n too "
+                 "small\"), never for smoke runs. Protocols differ from the paper's unless they say 100 / 200 "
+                 "epochs on all images: the paper's column is a reference point, not a target at these budgets.")
+    notes.append("Wall-clock: speed-ups only between runs of one hardware label, thread count and mode; a speed-up "
+                 "whose runs had competition for their cores is flagged in the timing column.")
+    return notes
+
+
+def provenance(runs, results) -> list[str]:
+    """How these runs were made: protocols, presets, machines, software and code versions."""
+    if runs.empty:
+        return ["no complete runs"]
+    rs = [results[r] for r in runs.run_id]
+    commits = sorted({r["environment"].get("git_commit") or "unknown" for r in rs})
+    torch_versions = sorted({r["environment"].get("torch", "?") for r in rs})
+    return [f"Protocols: {'; '.join(sorted(set(runs.protocol)))}.",
+            f"Presets: {', '.join(sorted({r['config'].get('preset') or 'not recorded' for r in rs}))}.",
+            f"Machines: {'; '.join(sorted(set(runs.device)))}; modes: {', '.join(sorted(set(runs['mode'])))}.",
+            f"Software: torch {', '.join(torch_versions)}, python "
+            f"{', '.join(sorted({r['environment'].get('python', '?') for r in rs}))}.",
+            f"Code: growbench commit{'s' if len(commits) > 1 else ''} {', '.join(c[:10] for c in commits)} "
+            "(each run's in its result.json).",
+            "Every cell's runs: the tables' CSV (run_ids, config_hashes) and the list at the end."]
+
+
 def _build(results_dir: Path, out: Path, include_smoke: bool = False) -> dict:
     (out / "tables").mkdir(parents=True)
     (out / "figures").mkdir()
@@ -80,21 +120,10 @@ def _build(results_dir: Path, out: Path, include_smoke: bool = False) -> dict:
     elif smoke:
         runs = runs[~runs.smoke.astype(bool)]
     made = {"tables": {}, "figures": []}
-    md = ["# growbench report", "", f"Runs read from `{results_dir}`: {len(runs)} complete, "
-          f"{len(incomplete)} failed or unfinished (listed at the end, never averaged in)."
-          + (f" {smoke} smoke-preset runs (a few hundred images: tests, not results) "
-             + ("are shown, their protocol marked SMOKE, without verdicts." if include_smoke else "are left out (--include-smoke shows them).")
-             if smoke else ""), ""]
     sources = sorted(set(runs.data_source)) if not runs.empty else []
-    if any("JPEG" in s for s in sources):
-        md += ["**Data:** CIFAR-10 numbers here come from the JPEG q75 copy of CIFAR-10, not the original; "
-               "they are close to, not bit-comparable with, accuracies on the original.", ""]
-    md += ["acc: mean +- sample std over n seeds, with its 95 % Student-t interval; delta_vs_large: the difference "
-           "to the large model of the same setting and protocol, with its 95 % Welch interval. Verdict: "
-           "\"consistent with paper\" when the paper's difference to its large model lies in our interval, "
-           "\"differs from paper\" when not; only with at least 3 seeds on both sides (else \"n too small\"), "
-           "never for smoke runs. Protocols differ from the paper's unless the protocol column says 100 / 200 "
-           "epochs on all images.", ""]
+    notes = caveats(results_dir, runs, incomplete, smoke, include_smoke, sources)
+    made["notes"], made["provenance"] = notes, provenance(runs, results)
+    md = ["# growbench report", ""] + [x for n in notes for x in (n, "")]
     for name, (caption, fn) in TABLES.items():
         df = fn(runs)
         (out / "tables" / f"{name}.csv").write_text(tables.to_csv(df))  # every cell's numbers and runs
@@ -116,6 +145,7 @@ def _build(results_dir: Path, out: Path, include_smoke: bool = False) -> dict:
         made["figures"] = (figures.accuracy_vs_epoch(runs, results, figs) + figures.accuracy_vs_cost(stats, figs)
                            + figures.lra_multipliers(runs, results, figs) + figures.width_schedule(runs, results, figs)
                            + figures.time_to_accuracy(runs, results, figs))
+    md += ["## How these were run", ""] + [f"- {x}" for x in made["provenance"]] + [""]
     md += ["## Figures", ""] + [f"![{p.stem}](figures/{p.name})" for p in made["figures"] if p.suffix == ".png"]
     md += ["", "## Runs behind the cells", "", tables.to_markdown(runs[["run_id", "config_hash", "method", "setting",
                                                                          "protocol", "seed", "acc", "device", "mode"]],
@@ -127,15 +157,38 @@ def _build(results_dir: Path, out: Path, include_smoke: bool = False) -> dict:
     return made
 
 
+def _md_inline(text: str) -> str:
+    """**bold** and `code` of the shared notes, as HTML."""
+    import re
+
+    text = html.escape(text)
+    text = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", text)
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
+
+
+def _cell_runs(df) -> str:
+    """Each cell's runs and config hashes, as the footnote under its table."""
+    rows = [f"<li><b>{html.escape(r.method)}</b>, {html.escape(r.setting)}: "
+            f"<span title='config hashes: {html.escape(getattr(r, 'config_hashes', '') or '')}'>{html.escape(r.run_ids)}</span></li>"
+            for r in df.itertuples() if getattr(r, "run_ids", "")]
+    return ("<details><summary>runs behind each cell (hover for config hashes)</summary><ul class='runs'>"
+            + "".join(rows) + "</ul></details>") if rows else ""
+
+
 def _html(made, runs, incomplete, sources, out_dir: Path) -> str:
-    css = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}table{border-collapse:collapse;"
-           "font-size:12px;margin-bottom:1em}td,th{border:1px solid #ccc;padding:3px 6px}th{background:#eee}"
-           "img{max-width:100%;border:1px solid #ddd;margin:0.5em 0}table.wide td{text-align:right;white-space:nowrap}"
-           "table.wide th{text-align:center}")
+    css = ("body{font-family:system-ui,sans-serif;max-width:1360px;margin:2em auto;padding:0 1em;color:#222;"
+           "line-height:1.45}h1{margin-bottom:.2em}h2{margin-top:1.8em;font-size:1.15em;border-bottom:1px solid #ddd}"
+           "table{border-collapse:collapse;font-size:12.5px;margin:.6em 0 1em}td,th{border:1px solid #d4d4d4;"
+           "padding:4px 8px}th{background:#f2f2f2;font-weight:600}tbody tr:nth-child(even){background:#fafafa}"
+           "table.wide td{text-align:right;white-space:nowrap;font-variant-numeric:tabular-nums}"
+           "table.wide th{text-align:center}table.wide tbody th{text-align:left}"
+           ".notes{background:#fff8e6;border-left:4px solid #e0a800;padding:.5em 1em;margin:1em 0}"
+           ".notes p{margin:.4em 0}img{max-width:100%;margin:.5em 0}figure{margin:1em 0}"
+           "figcaption{font-size:12px;color:#555}ul.runs{font-size:12px;font-family:monospace}"
+           "details{margin-bottom:1em}")
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>growbench report</title><style>{css}</style>"
              "</head><body><h1>growbench report</h1>",
-             f"<p>{len(runs)} complete runs; {len(incomplete)} failed or unfinished (not averaged in). "
-             f"Data: {html.escape(', '.join(sources) or 'none')}.</p>"]
+             "<div class='notes'>" + "".join(f"<p>{_md_inline(n)}</p>" for n in made["notes"]) + "</div>"]
     for name, (caption, _) in TABLES.items():
         parts.append(f"<h2>{html.escape(caption)}</h2>")
         shaped = [k for k in made["tables"] if k.startswith(name) and k.endswith("_wide")]
@@ -144,9 +197,12 @@ def _html(made, runs, incomplete, sources, out_dir: Path) -> str:
         if not shaped:
             df = made["tables"][name].drop(columns=[c for c in ("run_ids", "config_hashes") if c in made["tables"][name]])
             parts.append(df.to_html(index=False, escape=True))
+        parts.append(_cell_runs(made["tables"][name]))
         parts.append(f"<p>Download: <a href='tables/{name}.csv'>CSV (every cell, its runs)</a>"
                      + (f" · <a href='tables/{name}.tex'>LaTeX</a>" if (out_dir / "tables" / f"{name}.tex").is_file() else "")
                      + "</p>")
+    parts.append("<h2>How these were run</h2><ul>" + "".join(f"<li>{_md_inline(x)}</li>" for x in made["provenance"])
+                 + "</ul>")
     parts.append("<h2>Figures</h2>")
     for p in made["figures"]:
         if p.suffix == ".png":  # embedded, so the page stands alone; SVG beside it for print

@@ -68,11 +68,20 @@ def test_report_from_a_real_smoke_sweep(smoke_results, tmp_path):
         assert (out / "tables" / f"{name}.csv").read_bytes() == (again / "tables" / f"{name}.csv").read_bytes()
 
 
-def test_empty_results_give_not_run_cells(tmp_path):
+def test_a_missing_or_empty_results_folder_is_refused_in_one_line(tmp_path, capsys):
+    from reports.cli import main as reports_main
+
     (tmp_path / "nothing").mkdir()
-    made = build(tmp_path / "nothing", tmp_path / "out")
-    main = made["tables"]["main"]
-    assert set(main.acc) == {"not run"} and (tmp_path / "out" / "index.html").is_file()
+    for folder in ("nothing", "absent"):
+        assert reports_main(["--results", str(tmp_path / folder), "--out", str(tmp_path / "out")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("report error: --results ")
+    assert not (tmp_path / "out").exists()
+
+
+def test_tables_without_runs_say_not_run():
+    main = tables.main_table(pd.DataFrame(columns=list(_record("a", "large", 0, 1.0, 1.0))))
+    assert set(main.acc) == {"not run"}
 
 
 def _record(run_id, method, seed, acc, seconds, device="cpu", mode="bf16/cl", smoke=False):
