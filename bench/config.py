@@ -74,6 +74,8 @@ class RunSpec:
     # output
     out_dir: str = option("results", "where run directories are written")
     checkpoint: bool = option(True, "save checkpoint.pt at every epoch end (resume after a crash)")
+    tracker: str = option("none", "also log each epoch to an experiment tracker: none | tensorboard (pip install "
+                          "'growbench[tracking]'; written to <run>/tensorboard)", choices=("none", "tensorboard"))
     # the shared growth schedule (growth/schedule.py), and the method's own options (its Options class)
     growth: ScheduleOptions = field(default_factory=ScheduleOptions)
     options: Any = field(default=None, metadata={"doc": "the method's own options (python -m bench list)"})
@@ -89,7 +91,8 @@ class RunSpec:
 
 
 # fields that do not change what a run computes: left out of the config hash
-UNHASHED = ("data_dir", "download", "out_dir", "eval_batch_size", "checkpoint", "threads", "auto_resolved", "preset")
+UNHASHED = ("data_dir", "download", "out_dir", "eval_batch_size", "checkpoint", "threads", "auto_resolved", "preset",
+            "tracker")
 # fields that are not flags or preset keys
 INTERNAL = ("auto_resolved", "preset")
 OPTIONS = "options"  # the section holding the method's own options

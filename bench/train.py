@@ -37,6 +37,7 @@ from bench.models import build
 from bench.optim import SGD, rebuild_optimizer
 from bench.records import CONFIG, HISTORY, RESULT, RunDir, RunDirError, environment
 from bench.timing import SectionTimer, synchronize
+from bench.tracking import make_tracker
 from growth.api import GrowthContext, GrowthEvent, Method, Multipliers
 from growth.widths import param_count, widths_of
 
@@ -334,6 +335,7 @@ def _run(spec: RunSpec, rd: RunDir, progress: bool | None, log) -> dict:
         raise ConfigError(f"batch_size: {spec.batch_size} is more than the {train_loader.size} training images: "
                           "no training step in an epoch")
     live, st = start_or_resume(spec, rd, device, train_loader, test_loader, log)
+    tracker = make_tracker(spec.tracker, rd.path, st.epoch)
     setup_seconds = time.perf_counter() - t_setup
     show = _progress_enabled(progress)
 
@@ -349,12 +351,14 @@ def _run(spec: RunSpec, rd: RunDir, progress: bool | None, log) -> dict:
         row["load"] = machine_load(time.perf_counter() - t_epoch, time.process_time() - cpu_epoch, threads)
         st.history.append(row)
         rd.append_history(row)
+        tracker.log_epoch(row)
         if spec.checkpoint or epoch + 1 == spec.epochs:
             save_checkpoint(live, st, rd)
         st.times = live.timer.as_dict()
         log(f"[{rd.path.name}] epoch {epoch + 1}/{spec.epochs} stage {st.stage} loss {train_loss:.4f} "
             f"test_acc {test_acc:.4f} lr {lr:.4g} ({time.perf_counter() - t_epoch:.1f}s)")
 
+    tracker.close()
     result = build_result(live, st, data_source, mode, setup_seconds)
     rd.write_result(result)
     return result
