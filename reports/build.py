@@ -193,7 +193,7 @@ def _html(made, runs, incomplete, sources, out_dir: Path) -> str:
         parts.append(f"<h2>{html.escape(caption)}</h2>")
         shaped = [k for k in made["tables"] if k.startswith(name) and k.endswith("_wide")]
         for k in shaped:  # the paper's layout: a column group per setting
-            parts.append(made["tables"][k].to_html(escape=True, classes="wide"))
+            parts.append(made["tables"][k].to_html(escape=True, classes="wide", index_names=False))
         if not shaped:
             df = made["tables"][name].drop(columns=[c for c in ("run_ids", "config_hashes") if c in made["tables"][name]])
             parts.append(df.to_html(index=False, escape=True))
