@@ -344,11 +344,12 @@ def _run(spec: RunSpec, rd: RunDir, progress: bool | None, log) -> dict:
         event = grow_if_due(live, st, epoch)
         prepare_epoch(live, epoch)
         train_loss, lr = train_one_epoch(live, epoch, show)
-        test_loss, test_acc = evaluate_epoch(live, st)
+        test_loss, test_acc, layers = evaluate_epoch(live, st)
         st.epoch = epoch + 1
         live.timer.totals["wall"] += time.perf_counter() - t_epoch  # the epoch without its checkpoint write
         row = account(live, st, epoch, event, train_loss, lr, test_loss, test_acc)
         row["load"] = machine_load(time.perf_counter() - t_epoch, time.process_time() - cpu_epoch, threads)
+        row["layers"] = layers
         st.history.append(row)
         rd.append_history(row)
         tracker.log_epoch(row)
@@ -453,12 +454,34 @@ def train_one_epoch(live: Live, epoch: int, show: bool) -> tuple[float, float]:
     return train_loss, lr
 
 
-def evaluate_epoch(live: Live, st: LoopState) -> tuple[float, float]:
+def evaluate_epoch(live: Live, st: LoopState) -> tuple[float, float, dict]:
+    """Test loss and accuracy, and each layer's weight std and pre-activation variance (report F8)."""
     with live.timer.section("eval"):
         test_loss, test_acc = evaluate(live.model, live.test_loader, live.spec, live.device)
-    st.eval_flops += eval_flops(live.spec, widths_of(live.model), live.test_loader.num_samples, live.num_classes,
-                                live.image_size)
-    return test_loss, test_acc
+        x, _ = next(iter(live.test_loader))
+        layers = layer_scales(live.model, x, live.spec, live.device)
+    widths = widths_of(live.model)
+    st.eval_flops += eval_flops(live.spec, widths, live.test_loader.num_samples, live.num_classes, live.image_size)
+    st.eval_flops += step_flops(live.spec.arch, widths, live.num_classes, live.image_size, len(x), train=False)
+    return test_loss, test_acc, layers
+
+
+@torch.no_grad()
+def layer_scales(model: nn.Module, x: torch.Tensor, spec: RunSpec, device) -> dict[str, list[float]]:
+    """{conv/linear path: [std of its weight, variance of its output]} on one evaluation batch in eval
+    mode (no state changes): how variance transfer keeps weight and activation scales across growth."""
+    outputs = {}
+    hooks = [m.register_forward_hook(lambda mod, inp, out, name=name: outputs.__setitem__(name, out.float().var().item()))
+             for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    model.eval()
+    try:
+        with autocast(spec, device):
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    modules = dict(model.named_modules())
+    return {name: [round(modules[name].weight.float().std().item(), 6), round(v, 6)] for name, v in outputs.items()}
 
 
 def account(live: Live, st: LoopState, epoch: int, event: GrowthEvent | None, train_loss: float, lr: float,

@@ -144,7 +144,7 @@ def _build(results_dir: Path, out: Path, include_smoke: bool = False) -> dict:
         figs = out / "figures"
         made["figures"] = (figures.accuracy_vs_epoch(runs, results, figs) + figures.accuracy_vs_cost(stats, figs)
                            + figures.lra_multipliers(runs, results, figs) + figures.width_schedule(runs, results, figs)
-                           + figures.time_to_accuracy(runs, results, figs))
+                           + figures.time_to_accuracy(runs, results, figs) + figures.layer_scales(runs, results, figs))
     md += ["## How these were run", ""] + [f"- {x}" for x in made["provenance"]] + [""]
     md += ["## Figures", ""] + [f"![{p.stem}](figures/{p.name})" for p in made["figures"] if p.suffix == ".png"]
     md += ["", "## Runs behind the cells", "", tables.to_markdown(runs[["run_id", "config_hash", "method", "setting",

@@ -1,6 +1,6 @@
 """The paper's figures from run records (matplotlib + seaborn, Agg backend): F3 accuracy vs epoch
 with growth epochs, F4 accuracy vs training cost, F5 LRA multipliers, F6 width schedule, F7 time to
-accuracy. Each figure is written as PNG and SVG."""
+accuracy, F8 layer scales. Each figure is written as PNG and SVG."""
 from __future__ import annotations
 
 import hashlib
@@ -52,7 +52,10 @@ def _save(fig, out: Path, name: str) -> list[Path]:
 
 
 def _slug(*parts: str) -> str:
-    return "_".join(p.replace("/", "-").replace(" ", "").replace(",", "") for p in parts)
+    """A file-name part: letters, digits, '.', '-' (a protocol's spaces, commas, colons dropped)."""
+    import re
+
+    return "_".join(re.sub(r"[^A-Za-z0-9.-]", "", p.replace("/", "-")) for p in parts)
 
 
 def _groups(runs: pd.DataFrame):
@@ -185,4 +188,34 @@ def time_to_accuracy(runs, results, out: Path) -> list[Path]:
                xlabel="training wall-clock (s, evaluation excluded)", ylabel="test accuracy (%)")
         _legend_outside(ax)
         paths += _save(fig, out, "F7_time_to_accuracy_" + _slug(setting, proto, hashlib.sha1(device.encode()).hexdigest()[:6]))
+    return paths
+
+
+def layer_scales(runs, results, out: Path) -> list[Path]:
+    """F8: weight std and pre-activation (conv/linear output) variance per epoch for three layers (the
+    first after the stem, one in the middle, the last conv), growing methods against the large model:
+    variance rescaling's effect on the scales that growth would otherwise shift (runs that recorded them)."""
+    paths = []
+    for setting, proto in _groups(runs):
+        sel = runs[(runs.setting == setting) & (runs.protocol == proto)].sort_values(["method", "seed"])
+        first = {m: results[g.run_id.iloc[0]] for m, g in sel.groupby("method")}
+        first = {m: r for m, r in first.items() if all("layers" in h for h in r["epochs"])}
+        if not first:
+            continue
+        names = list(next(iter(first.values()))["epochs"][-1]["layers"])
+        convs = [n for n in names if n != names[-1]]  # the classifier last
+        picks = [convs[1 if len(convs) > 1 else 0], convs[len(convs) // 2], convs[-1]]
+        fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
+        for m, r in sorted(first.items()):
+            st = style(m)
+            for layer, ls in zip(picks, ("-", "--", ":")):
+                ep = [h["epoch"] for h in r["epochs"] if layer in h["layers"]]
+                for ax, k in zip(axes, (0, 1)):
+                    ax.plot(ep, [h["layers"][layer][k] for h in r["epochs"] if layer in h["layers"]], color=st["color"],
+                            ls=ls, label=f"{m}: {layer}")
+        axes[0].set(title="weight std", xlabel="epoch", yscale="log")
+        axes[1].set(title="pre-activation variance (one test batch, eval mode)", xlabel="epoch", yscale="log")
+        fig.suptitle(f"Layer scales: {setting}, {proto}")
+        _legend_outside(axes[1])
+        paths += _save(fig, out, "F8_layer_scales_" + _slug(setting, proto))
     return paths

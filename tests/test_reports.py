@@ -50,7 +50,7 @@ def test_report_from_a_real_smoke_sweep(smoke_results, tmp_path):
         assert (out / "tables" / f"{name}.csv").is_file()
         assert "\\toprule" in (out / "tables" / f"{name}.tex").read_text()
     pngs = sorted((out / "figures").glob("*.png"))
-    assert {p.name.split("_")[0] for p in pngs} >= {"F3", "F4", "F5", "F6", "F7"}
+    assert {p.name.split("_")[0] for p in pngs} >= {"F3", "F4", "F5", "F6", "F7", "F8"}
     for p in pngs:
         with Image.open(p) as im:
             im.verify()
