@@ -90,12 +90,19 @@ def accuracy_vs_epoch(runs, results, out: Path) -> list[Path]:
 
 
 def accuracy_vs_cost(stats: pd.DataFrame, out: Path) -> list[Path]:
-    """F4: accuracy against training cost with growth overhead (filled), joined to the cost without
-    it (hollow); the paper's accuracies as differences to its own large model are in T1/T2, not here,
-    because its protocol (100 epochs, all images) differs from the runs'."""
+    """F4: left, accuracy against training cost with growth overhead (filled), joined to the cost
+    without it (hollow); right, each method's difference to the large model beside the paper's (hollow
+    diamonds: its own protocol, so differences, not accuracies, are comparable; drawn at the paper's
+    cost where it gives one, else at ours, since the schedule is the paper's)."""
+    from reports.load import target_method
+    from reports.paper import lookup
+
     paths = []
     for (setting, proto), g in sorted(stats.groupby(["setting", "protocol"])):
-        fig, ax = plt.subplots(figsize=(8.5, 4.8))
+        fig, (ax, dx) = plt.subplots(1, 2, figsize=(13, 4.8), gridspec_kw={"width_ratios": [1.2, 1]})
+        large = g[g.method == target_method()]
+        large_acc = float(large.acc_mean.iloc[0]) if len(large) else None
+        paper_large = lookup(setting, target_method(), "accuracy")
         for r in g.itertuples():
             st = style(r.method)
             yerr = 0 if pd.isna(r.acc_std) else r.acc_std
@@ -104,9 +111,22 @@ def accuracy_vs_cost(stats: pd.DataFrame, out: Path) -> list[Path]:
             if abs(r.cost_overhead - r.cost) > 0.05:
                 ax.plot([r.cost, r.cost_overhead], [r.acc_mean, r.acc_mean], color=st["color"], lw=0.8)
                 ax.plot(r.cost, r.acc_mean, st["marker"], mfc="white", color=st["color"])
-        ax.set(title=f"Accuracy vs training cost: {setting}, {proto}\nfilled: with growth overhead; hollow: without",
+            if large_acc is not None and r.method != target_method():
+                dx.errorbar(r.cost_overhead, r.acc_mean - large_acc, yerr=yerr, fmt=st["marker"], color=st["color"],
+                            capsize=3)
+            p = lookup(setting, r.method.split(" [")[0], "accuracy")
+            if p is not None and paper_large is not None and r.method != target_method():
+                pc = lookup(setting, r.method, "cost")
+                dx.plot(pc.value if pc else r.cost, p.value - paper_large.value, "D", mfc="white", color=st["color"],
+                        ms=8, label=f"paper: {r.method} ({p.provenance})")
+        dx.axhline(0, color="black", lw=0.8)
+        fig.suptitle(f"Accuracy vs training cost: {setting}, {proto}", y=1.06)
+        ax.set(title="filled: cost with growth overhead; hollow: without",
                xlabel="training cost (% of the large model's FLOPs)", ylabel="test accuracy (%), mean ± std")
-        _legend_outside(ax)
+        dx.set(title="difference to the large model\nfilled: ours (mean ± std); hollow diamonds: the paper's",
+               xlabel="training cost (% of the large model's FLOPs)", ylabel="accuracy points")
+        _legend_outside(dx) if dx.get_legend_handles_labels()[0] else None
+        ax.legend(fontsize=8, loc="lower right")
         paths += _save(fig, out, "F4_accuracy_vs_cost_" + _slug(setting, proto))
     return paths
 
@@ -215,7 +235,7 @@ def layer_scales(runs, results, out: Path) -> list[Path]:
                             ls=ls, label=f"{m}: {layer}")
         axes[0].set(title="weight std", xlabel="epoch", yscale="log")
         axes[1].set(title="pre-activation variance (one test batch, eval mode)", xlabel="epoch", yscale="log")
-        fig.suptitle(f"Layer scales: {setting}, {proto}")
+        fig.suptitle(f"Layer scales: {setting}, {proto}", y=1.03)
         _legend_outside(axes[1])
         paths += _save(fig, out, "F8_layer_scales_" + _slug(setting, proto))
     return paths
