@@ -180,10 +180,13 @@ def cmd_status(args) -> int:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench", description="growbench: growing networks on one training loop")
     sub = p.add_subparsers(dest="command", required=True)
-    r = sub.add_parser("run", help="one run from a preset and flags (resumes a partial run)")
+    epilog = ("Nested fields are flags too: --growth.NAME (the shared growth schedule) and --options.NAME (the "
+              "method's own options); python -m bench list prints every method with its options, defaults and docs.")
+    r = sub.add_parser("run", help="one run from a preset and flags (resumes a partial run)", epilog=epilog)
     _add_spec_flags(r)
     r.set_defaults(fn=cmd_run)
-    s = sub.add_parser("sweep", help="a named suite of runs (complete runs skipped, partial ones resumed)")
+    s = sub.add_parser("sweep", help="a named suite of runs (complete runs skipped, partial ones resumed)",
+                       epilog=epilog)
     s.add_argument("suite")
     s.add_argument("--dry-run", action="store_true", help="list the runs and their state, run nothing")
     _add_spec_flags(s)
