@@ -58,7 +58,30 @@ def cmd_sweep(args) -> int:
         if config.run_id(s) not in seen:
             seen.add(config.run_id(s))
             unique.append(s)
-    print(f"sweep {args.suite}: {len(unique)} runs")
+    print(f"sweep {args.suite}: {len(unique)} runs" + ("" if args.launcher == "inline" else f", launcher {args.launcher}"))
+    if args.launcher != "inline":
+        from bench import launch
+
+        todo = []
+        for i, spec in enumerate(unique, 1):
+            rid = config.run_id(spec)
+            state = RunDir(f"{spec.out_dir}/{rid}").state()
+            print(f"[{i}/{len(unique)}] {rid} ({state})", flush=True)
+            if state != "complete":
+                todo.append(spec)
+        if args.dry_run or not todo:
+            return 0
+        res = launch.SlurmResources(partition=args.partition, gpus_per_task=args.gpus_per_task,
+                                    cpus_per_task=args.cpus_per_task, time_min=args.time_min,
+                                    signal_delay_s=args.signal_delay_s, extra=tuple(args.sbatch))
+        jobs = launch.submit(todo, args.launcher, unique[0].out_dir, max_parallel=args.max_parallel, res=res)
+        if args.launcher == "slurm":
+            print(f"submitted {len(jobs)} runs as one job array; python -m bench status --out-dir {unique[0].out_dir}")
+            return 0
+        bad = [rid for rid, j in jobs.items() if j.state != "FINISHED"]
+        if bad:
+            print(f"{len(bad)} of {len(jobs)} runs did not finish: {', '.join(bad)}", file=sys.stderr)
+        return 1 if bad else 0
     failed = skipped = 0
     for i, spec in enumerate(unique, 1):
         rid = config.run_id(spec)
@@ -163,15 +186,19 @@ def cmd_status(args) -> int:
 
     if not Path(args.out_dir).is_dir():
         raise RunDirError(f"--out-dir {args.out_dir}: no such folder")
+    from bench.launch import job_states
+
     rows = scan(args.out_dir)
     if not rows:
         print(f"{args.out_dir}: no runs")
         return 0
+    jobs = job_states(args.out_dir)
     for r in rows:
         extra = (f"acc {r['final_test_acc']:.4f}  {r['total_seconds']:.0f}s" if r["state"] == "complete"
                  else f"{r.get('epochs_done', 0)} epochs done" if r["state"] in ("partial", "running")
                  else r.get("reason", ""))
-        print(f"{r['state']:9s} {r['run_id']}  {extra}")
+        job = f"  [{jobs[r['run_id']]}]" if r["run_id"] in jobs else ""
+        print(f"{r['state']:9s} {r['run_id']}  {extra}{job}")
     counts = {s: sum(r["state"] == s for r in rows) for s in ("complete", "running", "partial", "failed", "corrupt")}
     print(", ".join(f"{v} {k}" for k, v in counts.items()))
     return 0
@@ -189,6 +216,16 @@ def parser() -> argparse.ArgumentParser:
                        epilog=epilog)
     s.add_argument("suite")
     s.add_argument("--dry-run", action="store_true", help="list the runs and their state, run nothing")
+    s.add_argument("--launcher", choices=("inline", "local", "slurm"), default="inline",
+                   help="inline: here, one after another; local: subprocesses through submitit; slurm: one job "
+                        "array through submitit (needs growbench[cluster])")
+    s.add_argument("--max-parallel", type=int, default=2, help="runs at once (local, slurm)")
+    s.add_argument("--partition", default="", help="Slurm partition")
+    s.add_argument("--gpus-per-task", type=int, default=0, help="Slurm: GPUs per run")
+    s.add_argument("--cpus-per-task", type=int, default=2, help="Slurm: CPUs per run")
+    s.add_argument("--time-min", type=int, default=60, help="time limit per job, minutes (then requeued, resumed)")
+    s.add_argument("--signal-delay-s", type=int, default=120, help="time-out signal this long before the limit")
+    s.add_argument("--sbatch", action="append", default=[], metavar="KEY=VALUE", help="further sbatch option")
     _add_spec_flags(s)
     s.set_defaults(fn=cmd_sweep)
     sp = sub.add_parser("speed", help="step time per stage width: measured vs FLOP-ideal speed-up of growth")
