@@ -159,12 +159,21 @@ def job_states(out_dir: str) -> dict[str, str]:
         try:
             if v["launcher"] == "slurm":
                 state = submitit.SlurmJob(folder, v["job_id"]).state
+                if state.upper().startswith("UNKNOWN"):  # no accounting database (sacct): ask the queue
+                    state = _squeue_state(v["job_id"])
             else:
                 state = "RUNNING" if _local_alive(v["job_id"]) else "ENDED"
         except Exception as e:  # sacct missing or the job too old to be known
             state = f"unknown ({type(e).__name__})"
         states[rid] = f"{v['launcher']} job {v['job_id']}: {state}"
     return states
+
+
+def _squeue_state(job_id: str) -> str:
+    import subprocess
+
+    out = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True, timeout=30)
+    return out.stdout.strip().splitlines()[0] if out.stdout.strip() else "ENDED (not in the queue)"
 
 
 def _local_alive(job_id: str) -> bool:
