@@ -76,12 +76,13 @@ def _executor(launcher: str, out_dir: Path, max_parallel: int, res: SlurmResourc
         raise ConfigError("launcher slurm: no sbatch / srun on this machine's PATH (run it on a Slurm login node; "
                           "tests/cluster/slurm-up.sh starts a one-node Slurm here)")
     ex = submitit.AutoExecutor(folder=folder, cluster="slurm")
-    extra = dict(kv.split("=", 1) for kv in res.extra)
+    # a requeued job appends to its log files instead of truncating them: every attempt stays readable
+    extra = {"open-mode": "append", **dict(kv.split("=", 1) for kv in res.extra)}
     ex.update_parameters(timeout_min=res.time_min, slurm_signal_delay_s=res.signal_delay_s, tasks_per_node=1,
                          nodes=1, cpus_per_task=res.cpus_per_task, slurm_array_parallelism=max_parallel,
                          **({"slurm_partition": res.partition} if res.partition else {}),
                          **({"gpus_per_node": res.gpus_per_task} if res.gpus_per_task else {}),
-                         **({"slurm_additional_parameters": extra} if extra else {}))
+                         slurm_additional_parameters=extra)
     return ex
 
 

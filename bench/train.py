@@ -282,6 +282,7 @@ class LoopState:
     eval_flops: int = 0
     growth_flops: int = 0  # growth work the FLOP counter does not see (GrowthEvent.extra_flops)
     width_history: list = field(default_factory=list)  # {"epoch", "widths"} at the start and after each growth
+    resumes: list = field(default_factory=list)  # the epochs (completed) at which the run was resumed
 
     def to_dict(self) -> dict:
         return {"version": LOOP_STATE_VERSION, **dataclasses.asdict(self)}
@@ -294,13 +295,14 @@ class LoopState:
             raise RunDirError(f"{where}: loop state version {version} is newer than this growbench's "
                               f"({LOOP_STATE_VERSION}); update growbench to resume it")
         fields = {f.name for f in dataclasses.fields(cls)}
+        d = {"resumes": [], **d}  # added in version 3
         missing = sorted(fields - set(d))
         if missing:
             raise RunDirError(f"{where}: loop state (version {version}) lacks {', '.join(missing)}; not resumable")
         return cls(**{k: d[k] for k in fields})
 
 
-LOOP_STATE_VERSION = 2  # 1: the same fields as an untyped dict without a version
+LOOP_STATE_VERSION = 3  # 1: the same fields as an untyped dict without a version; 3: resumes
 
 
 @dataclass
@@ -355,6 +357,7 @@ def _run(spec: RunSpec, rd: RunDir, progress: bool | None, log) -> dict:
         tracker.log_epoch(row)
         if spec.checkpoint or epoch + 1 == spec.epochs:
             save_checkpoint(live, st, rd)
+        preempt_for_tests(rd, st)
         st.times = live.timer.as_dict()
         log(f"[{rd.path.name}] epoch {epoch + 1}/{spec.epochs} stage {st.stage} loss {train_loss:.4f} "
             f"test_acc {test_acc:.4f} lr {lr:.4g} ({time.perf_counter() - t_epoch:.1f}s)")
@@ -363,6 +366,23 @@ def _run(spec: RunSpec, rd: RunDir, progress: bool | None, log) -> dict:
     result = build_result(live, st, data_source, mode, setup_seconds)
     rd.write_result(result)
     return result
+
+
+PREEMPT_ENV = "GROWBENCH_TEST_PREEMPT"  # "<run id prefix>@<epoch>": the launcher tests' preemption
+
+
+def preempt_for_tests(rd: RunDir, st: LoopState) -> None:
+    """For the launcher tests only: the run whose id starts with the prefix in $GROWBENCH_TEST_PREEMPT
+    sends itself SIGUSR2 (the signal Slurm and submitit use for a time-out or preemption) once, right
+    after the checkpoint of the given epoch, in its first attempt: a deterministic mid-run preemption."""
+    target = os.environ.get(PREEMPT_ENV)
+    if not target or st.resumes:
+        return
+    prefix, _, at = target.rpartition("@")
+    if rd.path.name.startswith(prefix) and st.epoch == int(at):
+        import signal
+
+        os.kill(os.getpid(), signal.SIGUSR2)
 
 
 def start_or_resume(spec: RunSpec, rd: RunDir, device, train_loader, test_loader, log) -> tuple[Live, LoopState]:
@@ -384,6 +404,7 @@ def start_or_resume(spec: RunSpec, rd: RunDir, device, train_loader, test_loader
         growth_gen.set_state(ck["rng"]["growth"])
         torch.set_rng_state(ck["rng"]["torch"])
         rd.rewrite_history(st.history)  # drop any row written after the checkpoint
+        st.resumes.append(st.epoch)
         log(f"[{rd.path.name}] resuming at epoch {st.epoch}/{spec.epochs}")
     else:
         torch.manual_seed(spec.seed)
@@ -548,6 +569,7 @@ def build_result(live: Live, st: LoopState, data_source: str, mode: dict, setup_
         "final_params": param_count(model),
         "final_widths": widths_of(model),
         "width_history": st.width_history,
+        "resumed_at_epochs": st.resumes,  # a run killed and resumed (crash, preemption, time-out) says where
         "epochs": hist,
         "final_test_acc": hist[-1]["test_acc"],
         "best_test_acc": max(h["test_acc"] for h in hist),
