@@ -460,10 +460,10 @@ def train_one_epoch(live: Live, epoch: int, show: bool) -> tuple[float, float]:
         from tqdm import tqdm
         bar = tqdm(total=len(live.train_loader), desc=f"epoch {epoch + 1}/{live.spec.epochs}", leave=False,
                    file=sys.stderr)
-    step_hook = None
-    if live.method.multipliers_every_step:
-        def step_hook():
-            live.record = set_multipliers(live.optimizer, live.model, live.method, epoch)
+    def every_step():  # LRA recomputed before every step (lra_every: step)
+        live.record = set_multipliers(live.optimizer, live.model, live.method, epoch)
+
+    step_hook = every_step if live.method.multipliers_every_step else None
     with live.timer.section("train"):
         train_loss, lr, first = train_epoch(live.step_model, live.model, live.optimizer, live.train_loader, live.spec,
                                             epoch, live.device, bar, step_hook, time_first_step=live.compile_pending)

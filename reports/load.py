@@ -1,7 +1,6 @@
 """Read run directories (and only them) into pandas frames."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd

@@ -93,7 +93,6 @@ def comparison(runs: pd.DataFrame, methods: list[str], settings: list[tuple[str,
         sel = cells[(cells.setting == setting) & (cells.protocol == proto) & (cells.data_source == source)] \
             if not cells.empty else cells
         large = sel[sel.method == target_method()] if not sel.empty else sel
-        large_acc = float(large.acc_mean.iloc[0]) if len(large) else float("nan")
         large_cell = stats.cell(large.accs.iloc[0]) if len(large) else None
         paper_large, _ = _paper(setting, target_method(), "accuracy")
         for m in methods:

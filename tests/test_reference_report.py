@@ -4,8 +4,6 @@ record, a changed report generator or a hand edit of the report fails this test 
 rebuilt with `make report-reference` and committed."""
 from pathlib import Path
 
-import pytest
-
 from reports.build import build
 
 ROOT = Path(__file__).resolve().parents[1]
