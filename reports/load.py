@@ -103,6 +103,17 @@ def _flat(d: dict, prefix: str = "") -> dict:
     return out
 
 
+def _non_default(flat: dict, method: str) -> int:
+    """How many fields of a flattened config differ from RunSpec's defaults for its method."""
+    from bench.config import ConfigError, RunSpec, spec_to_dict
+
+    try:
+        default = _flat(spec_to_dict(RunSpec(method=method.split(" [")[0].removesuffix("+ba"))))
+    except (ConfigError, KeyError, ValueError):
+        return 0
+    return sum(1 for k, v in flat.items() if k in default and default[k] != v)
+
+
 def label_variants(done: list[dict]) -> None:
     """Runs are seeds of one cell only if their configs agree on everything but the seed. Where runs of
     one method, setting and protocol differ in more, the runs of the most common config keep the
@@ -116,7 +127,9 @@ def label_variants(done: list[dict]) -> None:
         configs = Counter(tuple(sorted(r["config"].items(), key=lambda kv: kv[0])) for r in rows)
         if len(configs) == 1:
             continue
-        main = dict(max(configs, key=lambda c: (configs[c], repr(c))))
+        # the most common config keeps the name; among equally common ones, the one nearest the defaults
+        # (a suite's variant rows, e.g. lra_norm: rms, never take the plain name from the default row)
+        main = dict(max(configs, key=lambda c: (configs[c], -_non_default(dict(c), rows[0]["method"]), repr(c))))
         for r in rows:
             diff = [f"{k}={r['config'].get(k)}" for k in sorted(set(main) | set(r["config"]))
                     if r["config"].get(k) != main.get(k)]

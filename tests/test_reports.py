@@ -248,3 +248,24 @@ def test_timings_carry_their_spread_and_the_machines_load():
     # 105 / 55 = 1.909; relative spreads 7.071/105 = 0.0673 and 7.071/55 = 0.1286 add in quadrature: 0.1451 x 1.909 = 0.277
     assert wall.loc["full", "speedup"] == "1.909x +- 0.277"
     assert wall.loc["full", "timing"] == "loaded (CPU share 0.52)"
+
+
+def test_equally_common_variants_leave_the_plain_name_to_the_default_config(tmp_path):
+    from reports.load import load_runs
+
+    variants = (("a", {}), ("b", {"options": {"lra_norm": "rms"}}), ("c", {"growth": {"width_align": 8}}))
+    for name, extra in variants:
+        d = tmp_path / name
+        d.mkdir()
+        config = {"method": "full", "arch": "resnet20", "dataset": "cifar10", "seed": 0, "epochs": 15,
+                  "train_subset": 10000, "precision": "fp32", **extra}
+        result = {"config_hash": name * 10, "data_source": "x", "final_test_acc": 0.5, "best_test_acc": 0.5,
+                  "final_params": 1, "environment": {"device_name": "cpu"},
+                  "times": {"train_seconds": 1.0, "growth_seconds": 0.0, "total_seconds": 1.0},
+                  "flops": {"train_cost_fraction": 0.5, "train_with_overhead": 1, "large_train": 2},
+                  "mode": {"precision": "fp32", "channels_last": False, "compile": False, "deterministic": False}}
+        (d / "config.json").write_text(json.dumps(config))
+        (d / "result.json").write_text(json.dumps(result))
+    runs, _, _ = load_runs(tmp_path)
+    assert dict(zip(runs.run_id, runs.method)) == {"a": "full", "b": "full [options.lra_norm=rms]",
+                                                   "c": "full [growth.width_align=8]"}
