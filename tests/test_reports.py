@@ -136,22 +136,27 @@ def test_wallclock_table_by_hand():
     assert wall.loc["full+ba", "paper_speedup"] == "1.7x" and wall.loc["full", "paper_speedup"] == "1.2x"
 
 
+def _write_run(folder, name, config, acc):
+    """A hand-made run directory: config.json and a minimal result.json."""
+    d = folder / name
+    d.mkdir()
+    result = {"config_hash": name * 10, "data_source": "CIFAR-10, JPEG q75 copy", "final_test_acc": acc,
+              "best_test_acc": acc, "final_params": 1, "environment": {"device_name": "cpu"},
+              "times": {"train_seconds": 1.0, "growth_seconds": 0.0, "total_seconds": 1.0},
+              "flops": {"train_cost_fraction": 1.0, "train_with_overhead": 1, "large_train": 1},
+              "mode": {"precision": "fp32", "channels_last": False, "compile": False, "deterministic": False}}
+    (d / "config.json").write_text(json.dumps(config))
+    (d / "result.json").write_text(json.dumps(result))
+
+
 def test_runs_group_by_config_minus_seed(tmp_path):
     """Two seeds at lr 0.05 are one cell; a run at lr 50 is a row of its own that names the field."""
     from reports.load import load_runs
 
     for name, seed, lr, acc in (("a", 0, 0.05, 0.70), ("b", 1, 0.05, 0.72), ("c", 0, 50.0, 0.10)):
-        d = tmp_path / name
-        d.mkdir()
-        config = {"method": "large", "arch": "resnet20", "dataset": "cifar10", "seed": seed, "epochs": 15,
-                  "train_subset": 10000, "precision": "fp32", "lr": lr, "out_dir": str(tmp_path / name)}
-        result = {"config_hash": name * 10, "data_source": "CIFAR-10, JPEG q75 copy", "final_test_acc": acc,
-                  "best_test_acc": acc, "final_params": 1, "environment": {"device_name": "cpu"},
-                  "times": {"train_seconds": 1.0, "growth_seconds": 0.0, "total_seconds": 1.0},
-                  "flops": {"train_cost_fraction": 1.0, "train_with_overhead": 1, "large_train": 1},
-                  "mode": {"precision": "fp32", "channels_last": False, "compile": False, "deterministic": False}}
-        (d / "config.json").write_text(json.dumps(config))
-        (d / "result.json").write_text(json.dumps(result))
+        _write_run(tmp_path, name, {"method": "large", "arch": "resnet20", "dataset": "cifar10", "seed": seed,
+                                    "epochs": 15, "train_subset": 10000, "precision": "fp32", "lr": lr,
+                                    "out_dir": str(tmp_path / name)}, acc)
     runs, _, _ = load_runs(tmp_path)
     main = tables.main_table(runs).set_index("method")
     assert main.loc["large", "acc"] == "71.00 +- 1.41" and main.loc["large", "n"] == 2
@@ -255,17 +260,8 @@ def test_equally_common_variants_leave_the_plain_name_to_the_default_config(tmp_
 
     variants = (("a", {}), ("b", {"options": {"lra_norm": "rms"}}), ("c", {"growth": {"width_align": 8}}))
     for name, extra in variants:
-        d = tmp_path / name
-        d.mkdir()
-        config = {"method": "full", "arch": "resnet20", "dataset": "cifar10", "seed": 0, "epochs": 15,
-                  "train_subset": 10000, "precision": "fp32", **extra}
-        result = {"config_hash": name * 10, "data_source": "x", "final_test_acc": 0.5, "best_test_acc": 0.5,
-                  "final_params": 1, "environment": {"device_name": "cpu"},
-                  "times": {"train_seconds": 1.0, "growth_seconds": 0.0, "total_seconds": 1.0},
-                  "flops": {"train_cost_fraction": 0.5, "train_with_overhead": 1, "large_train": 2},
-                  "mode": {"precision": "fp32", "channels_last": False, "compile": False, "deterministic": False}}
-        (d / "config.json").write_text(json.dumps(config))
-        (d / "result.json").write_text(json.dumps(result))
+        _write_run(tmp_path, name, {"method": "full", "arch": "resnet20", "dataset": "cifar10", "seed": 0, "epochs": 15,
+                                    "train_subset": 10000, "precision": "fp32", **extra}, 0.5)
     runs, _, _ = load_runs(tmp_path)
     assert dict(zip(runs.run_id, runs.method)) == {"a": "full", "b": "full [options.lra_norm=rms]",
                                                    "c": "full [growth.width_align=8]"}
