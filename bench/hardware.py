@@ -14,7 +14,7 @@
     slower than NCHW at widths that are not multiples of 16), else 0 (channels_last at every width:
     faster on AVX2 and AVX-512-BF16, measured).
 
-The fingerprint names what changes kernels and so step times: device and CPU model (or GPU name),
+The fingerprint names what changes kernels and so step times: device and CPU model and family (or GPU name),
 the ISA oneDNN and ATen dispatch to, the bf16 kernel, the torch version and the resolved mode.
 Speed baselines are keyed by it (bench/speed.py).
 """
@@ -41,10 +41,13 @@ ISA_CAPS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
 
 
 def cpu_info() -> dict[str, str]:
-    """Vendor and model name of the CPU (Linux /proc/cpuinfo; elsewhere what platform says)."""
+    """Vendor, model name and family/model numbers of the CPU (Linux /proc/cpuinfo; elsewhere what
+    platform says). Virtual machines often show one generic model name for several generations (KVM:
+    "AMD EPYC" for Zen 4 and Zen 5), whose step times differ: the family/model numbers tell them apart."""
     import platform
 
-    info = {"vendor": "", "model": platform.processor() or platform.machine()}
+    info = {"vendor": "", "model": platform.processor() or platform.machine(), "family": ""}
+    numbers = {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -52,11 +55,15 @@ def cpu_info() -> dict[str, str]:
                 key = key.strip()
                 if key == "vendor_id" and not info["vendor"]:
                     info["vendor"] = value.strip()
+                elif key in ("cpu family", "model") and key not in numbers:
+                    numbers[key] = value.strip()
                 elif key == "model name":
                     info["model"] = value.strip()
                     break
     except OSError:
         pass
+    if numbers:
+        info["family"] = f"{numbers.get('cpu family', '?')}/{numbers.get('model', '?')}"
     return info
 
 
@@ -153,7 +160,7 @@ def fingerprint(device: torch.device, mode: str) -> dict[str, str]:
     else:
         cpu = cpu_info()
         probe = onednn_probe()
-        fp.update(vendor=cpu["vendor"], model=cpu["model"], aten_isa=torch.backends.cpu.get_cpu_capability(),
+        fp.update(vendor=cpu["vendor"], model=cpu["model"], family=cpu["family"] or "unknown", aten_isa=torch.backends.cpu.get_cpu_capability(),
                   onednn_isa=probe["isa"], bf16_kernel=probe["bf16_kernel"] or "none",
                   # the environment variables that cap the ISA kernels dispatch to (a stand-in for an older CPU)
                   isa_cap=" ".join(f"{v}={os.environ[v]}" for v in ISA_CAPS if os.environ.get(v)) or "none")
@@ -192,7 +199,8 @@ def describe(device: torch.device) -> list[str]:
     cl, cl_why = resolve_channels_last(AUTO, precision, device)
     align, a_why = resolve_align(AUTO, precision, cl, device)
     fp = fingerprint(device, mode_label(precision, cl, align))
-    lines = [f"device:            {device}" + (f" ({fp['model']})" if fp.get("model") else "")]
+    family = f", family {fp['family']}" if fp.get("family", "unknown") != "unknown" else ""
+    lines = [f"device:            {device}" + (f" ({fp['model']}{family})" if fp.get("model") else "")]
     if device.type == "cpu":
         lines += [f"cpu vendor:        {fp['vendor'] or 'unknown'}",
                   f"ATen ISA:          {fp['aten_isa']}",

@@ -75,7 +75,8 @@ def hardware_label(result: dict) -> str:
         return result["environment"]["device_name"]
     kernels = fp.get("bf16_kernel") if fp["device"] == "cpu" else fp.get("isa")
     cap = f", {fp['isa_cap']}" if fp.get("isa_cap", "none") != "none" else ""
-    return f"{fp['device']} {fp.get('model', '')} ({fp.get('aten_isa', '')} {kernels}{cap}; torch {fp['torch']})".replace("  ", " ")
+    family = f" family {fp['family']}" if fp.get("family", "unknown") != "unknown" else ""
+    return f"{fp['device']} {fp.get('model', '')}{family} ({fp.get('aten_isa', '')} {kernels}{cap}; torch {fp['torch']})".replace("  ", " ")
 
 
 def normalized(config: dict) -> dict:
