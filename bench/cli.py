@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import errno
 import json
+import os
 import sys
 
 from bench import config
@@ -43,8 +44,10 @@ def cmd_run(args) -> int:
 
     spec = config.make_spec(args.preset, **_overrides(args))
     result = run(spec, progress=_progress(args))
-    print(json.dumps({"run_id": result["run_id"], "final_test_acc": result["final_test_acc"],
-                      "train_flops": result["flops"]["train"], "total_seconds": result["times"]["total_seconds"]}))
+    if os.environ.get("RANK", "0") == "0":  # under torchrun: rank 0 speaks for the run
+        print(json.dumps({"run_id": result["run_id"], "final_test_acc": result["final_test_acc"],
+                          "train_flops": result["flops"]["train"], "total_seconds": result["times"]["total_seconds"],
+                          "world_size": result.get("world_size", 1)}))
     return 0
 
 
@@ -52,6 +55,12 @@ def cmd_sweep(args) -> int:
     from bench.records import RunDir
     from bench.train import run
 
+    for flag in ("max_parallel", "tasks_per_node"):
+        if getattr(args, flag) < 1:
+            raise ConfigError(f"--{flag.replace('_', '-')}: {getattr(args, flag)}; at least 1")
+    if args.tasks_per_node > 1 and args.launcher == "inline":
+        raise ConfigError("--tasks-per-node: several processes per run need --launcher local or slurm "
+                          "(or torchrun --nproc_per_node=N -m bench run ... for one run)")
     specs = config.suite_specs(args.suite, args.preset, **_overrides(args))
     seen, unique = set(), []
     for s in specs:
@@ -71,7 +80,8 @@ def cmd_sweep(args) -> int:
                 todo.append(spec)
         if args.dry_run or not todo:
             return 0
-        res = launch.SlurmResources(partition=args.partition, gpus_per_task=args.gpus_per_task,
+        res = launch.SlurmResources(partition=args.partition, tasks_per_node=args.tasks_per_node,
+                                    gpus_per_task=args.gpus_per_task,
                                     cpus_per_task=args.cpus_per_task, time_min=args.time_min,
                                     signal_delay_s=args.signal_delay_s, extra=tuple(args.sbatch))
         jobs = launch.submit(todo, args.launcher, unique[0].out_dir, max_parallel=args.max_parallel, res=res)
@@ -221,8 +231,10 @@ def parser() -> argparse.ArgumentParser:
                         "array through submitit (needs growbench[cluster])")
     s.add_argument("--max-parallel", type=int, default=2, help="runs at once (local, slurm)")
     s.add_argument("--partition", default="", help="Slurm partition")
-    s.add_argument("--gpus-per-task", type=int, default=0, help="Slurm: GPUs per run")
-    s.add_argument("--cpus-per-task", type=int, default=2, help="Slurm: CPUs per run")
+    s.add_argument("--tasks-per-node", type=int, default=1,
+                   help="processes per run (local, slurm): above 1 each run trains with DDP, one rank per task")
+    s.add_argument("--gpus-per-task", type=int, default=0, help="Slurm: GPUs per task (per rank)")
+    s.add_argument("--cpus-per-task", type=int, default=2, help="Slurm: CPUs per task (per rank)")
     s.add_argument("--time-min", type=int, default=60, help="time limit per job, minutes (then requeued, resumed)")
     s.add_argument("--signal-delay-s", type=int, default=120, help="time-out signal this long before the limit")
     s.add_argument("--sbatch", action="append", default=[], metavar="KEY=VALUE", help="further sbatch option")

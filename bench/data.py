@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench.errors import ConfigError
+
 JPEG_PREFIX = "cifar10-jpegq75"
 JPEG_SOURCE = "CIFAR-10, JPEG q75 copy"
 MEAN_STD = {
@@ -187,8 +189,11 @@ class TensorLoader:
     """
 
     def __init__(self, split: Split, batch_size: int, dataset: str, device: torch.device, train: bool,
-                 seed: int = 0, channels_last: bool = False, drop_last: bool | None = None):
+                 seed: int = 0, channels_last: bool = False, drop_last: bool | None = None,
+                 rank: int = 0, world: int = 1):
         self.device = device
+        # several processes (bench/distributed.py): rows rank::world of every global batch
+        self.rank, self.world = rank, world
         self.train = train
         self.batch_size = batch_size
         self.seed = seed
@@ -220,41 +225,49 @@ class TensorLoader:
         self.epoch = epoch
 
     def start_epoch(self, epoch: int, batch_size: int | None = None, channels_last: bool | None = None) -> None:
-        """The epoch ``iter()`` gives next, at this batch size (batch-size adaptation) and memory format."""
+        """The epoch ``iter()`` gives next, at this (global) batch size (batch-size adaptation) and memory format."""
         self.epoch = epoch
         self.batch_size = batch_size or self.batch_size
+        if self.train and self.batch_size % self.world:
+            raise ConfigError(f"batch_size: {self.batch_size} does not split over {self.world} processes "
+                              f"(the global batch must be a multiple of the number of processes)")
         self.channels_last = self.channels_last if channels_last is None else channels_last
 
-    def _crop_flip(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        b, size = x.shape[0], x.shape[-1] - 2 * self.pad
-        dy = torch.randint(0, 2 * self.pad + 1, (b,), generator=g).to(self.device)
-        dx = torch.randint(0, 2 * self.pad + 1, (b,), generator=g).to(self.device)
-        flip = (torch.rand(b, generator=g) < 0.5).to(self.device)
+    def _crop_flip(self, x: torch.Tensor, g: torch.Generator, batch: int, rows: slice) -> torch.Tensor:
+        """Random 32x32 crops and flips drawn for the whole global batch of ``batch`` images (the same
+        draws however many processes share it), applied to ``x``, its ``rows``."""
+        size = x.shape[-1] - 2 * self.pad
+        dy = torch.randint(0, 2 * self.pad + 1, (batch,), generator=g)[rows].to(self.device)
+        dx = torch.randint(0, 2 * self.pad + 1, (batch,), generator=g)[rows].to(self.device)
+        flip = (torch.rand(batch, generator=g) < 0.5)[rows].to(self.device)
         ar = torch.arange(size, device=self.device)
-        rows = (dy[:, None] + ar)[:, None, :, None]
-        cols = dx[:, None] + ar
-        cols = torch.where(flip[:, None], cols.flip(1), cols)[:, None, None, :]
-        return x[torch.arange(b, device=self.device)[:, None, None, None],
-                 torch.arange(3, device=self.device)[None, :, None, None], rows, cols]
+        ys = (dy[:, None] + ar)[:, None, :, None]
+        xs = dx[:, None] + ar
+        xs = torch.where(flip[:, None], xs.flip(1), xs)[:, None, None, :]
+        return x[torch.arange(x.shape[0], device=self.device)[:, None, None, None],
+                 torch.arange(3, device=self.device)[None, :, None, None], ys, xs]
 
     def __iter__(self):
         return self.iterate(self.epoch)
 
-    def iterate(self, epoch: int, stream: int = 0):
+    def iterate(self, epoch: int, stream: int = 0, shard: bool = True):
         """The batches of one epoch; ``stream`` > 0 gives an independent order and augmentation (growth
-        signals draw from their own stream, so they never shift the training data order)."""
+        signals draw from their own stream, so they never shift the training data order). ``shard``:
+        this process's rows of each global batch (all of them in a world of one); False: the whole
+        global batch, the same on every process (growth signals, layer statistics)."""
         n = len(self.labels)
         g = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) * 7 + stream)
         order = torch.randperm(n, generator=g).to(self.device) if self.train else torch.arange(n, device=self.device)
+        rows = slice(self.rank, None, self.world) if shard else slice(None)
         for i in range(len(self)):
             idx = order[i * self.batch_size:(i + 1) * self.batch_size]
-            x = self.images[idx]
+            x = self.images[idx[rows]]
             if self.train:
-                x = self._crop_flip(x, g)
+                x = self._crop_flip(x, g, len(idx), rows)
             x = (x.float() - self.mean) / self.std
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            yield x, self.labels[idx]
+            yield x, self.labels[idx[rows]]
 
 
 # -- ImageNet ---------------------------------------------------------------------------------
@@ -298,7 +311,8 @@ class EpochDataLoader(torch.utils.data.DataLoader):
             raise DataError("batch-size adaptation needs the in-memory loader (CIFAR); ImageNet's streams at one size")
         self.set_epoch(epoch)
 
-    def iterate(self, epoch: int, stream: int = 0):
+    def iterate(self, epoch: int, stream: int = 0, shard: bool = True):
+        """One epoch's batches (``shard``: the TensorLoader's interface; this loader serves one process)."""
         self.set_epoch(epoch * 7 + stream)
         return iter(self)
 
@@ -311,17 +325,23 @@ class EpochDataLoader(torch.utils.data.DataLoader):
         return len(self.dataset)
 
 
-def make_loaders(spec, device: torch.device):
-    """(train loader, test loader, data source string) for a RunSpec."""
+def make_loaders(spec, device: torch.device, rank: int = 0, world: int = 1):
+    """(train loader, test loader, data source string) for a RunSpec; ``rank`` of ``world`` processes
+    (bench/distributed.py) takes its rows of every batch."""
     if spec.dataset == "imagenet":
+        if world > 1:
+            raise ConfigError("dataset imagenet: several processes are not supported yet (its streaming loader "
+                              "has no sharding); run it as one process")
         train = imagenet_loader(spec.data_dir, True, spec.batch_size, spec.train_subset, spec.subset_seed)
         test = imagenet_loader(spec.data_dir, False, spec.eval_batch_size, spec.test_subset, spec.subset_seed)
         train.set_epoch(0)
         return train, test, train.source
     tr = load_cifar(spec.dataset, spec.data_dir, True, spec.train_subset, spec.subset_seed, spec.download)
     te = load_cifar(spec.dataset, spec.data_dir, False, spec.test_subset, spec.subset_seed, spec.download)
-    train = TensorLoader(tr, spec.batch_size, spec.dataset, device, True, spec.seed, spec.channels_last)
-    test = TensorLoader(te, spec.eval_batch_size, spec.dataset, device, False, channels_last=spec.channels_last)
+    train = TensorLoader(tr, spec.batch_size, spec.dataset, device, True, spec.seed, spec.channels_last,
+                         rank=rank, world=world)
+    test = TensorLoader(te, spec.eval_batch_size, spec.dataset, device, False, channels_last=spec.channels_last,
+                        rank=rank, world=world)
     return train, test, tr.source
 
 

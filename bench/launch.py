@@ -49,6 +49,11 @@ class TrainJob(_Checkpointable):
         from bench.config import spec_from_dict
         from bench.train import run
 
+        submitit = require_submitit()
+        if submitit.JobEnvironment().num_tasks > 1:  # --tasks-per-node N: the N tasks are one DDP run
+            # RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT as torchrun sets them (bench/distributed.py);
+            # each task keeps every GPU visible and picks its own by LOCAL_RANK
+            submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
         return run(spec_from_dict(self.config), progress=False)["run_id"]
 
 
@@ -56,6 +61,7 @@ class TrainJob(_Checkpointable):
 class SlurmResources:
     """What a Slurm job asks for (from flags; submitit's parameter names)."""
     partition: str = ""
+    tasks_per_node: int = 1  # processes per run: more than 1 trains each run with DDP, one task per rank
     gpus_per_task: int = 0
     cpus_per_task: int = 2
     time_min: int = 60
@@ -68,7 +74,8 @@ def _executor(launcher: str, out_dir: Path, max_parallel: int, res: SlurmResourc
     folder = out_dir / JOBS_FOLDER / "%j"
     if launcher == "local":
         ex = submitit.LocalExecutor(folder=folder)
-        ex.update_parameters(timeout_min=res.time_min, signal_delay_s=res.signal_delay_s)
+        ex.update_parameters(timeout_min=res.time_min, signal_delay_s=res.signal_delay_s,
+                             tasks_per_node=res.tasks_per_node)
         return ex
     import shutil
 
@@ -78,10 +85,11 @@ def _executor(launcher: str, out_dir: Path, max_parallel: int, res: SlurmResourc
     ex = submitit.AutoExecutor(folder=folder, cluster="slurm")
     # a requeued job appends to its log files instead of truncating them: every attempt stays readable
     extra = {"open-mode": "append", **dict(kv.split("=", 1) for kv in res.extra)}
-    ex.update_parameters(timeout_min=res.time_min, slurm_signal_delay_s=res.signal_delay_s, tasks_per_node=1,
+    ex.update_parameters(timeout_min=res.time_min, slurm_signal_delay_s=res.signal_delay_s,
+                         tasks_per_node=res.tasks_per_node,
                          nodes=1, cpus_per_task=res.cpus_per_task, slurm_array_parallelism=max_parallel,
                          **({"slurm_partition": res.partition} if res.partition else {}),
-                         **({"gpus_per_node": res.gpus_per_task} if res.gpus_per_task else {}),
+                         **({"gpus_per_node": res.gpus_per_task * res.tasks_per_node} if res.gpus_per_task else {}),
                          slurm_additional_parameters=extra)
     return ex
 

@@ -14,6 +14,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import socket
 import subprocess
 import sys
@@ -104,6 +105,26 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _stale_lock(held: dict, me: dict) -> str:
+    """Why a lock's holder is gone ("" if it may still run): a dead pid on this host, an earlier
+    attempt of this same Slurm job (requeued, perhaps on another node), or a job squeue no longer lists."""
+    if held.get("host") == me["host"] and isinstance(held.get("pid"), int) and not _pid_alive(held["pid"]):
+        return "no longer running"
+    job = held.get("job_id")
+    if not job:
+        return ""
+    if job == me.get("job_id"):
+        return f"an earlier attempt of this Slurm job {job}"
+    if shutil.which("squeue"):
+        try:
+            out = subprocess.run(["squeue", "-h", "-j", str(job), "-o", "%T"], capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.SubprocessError):
+            return ""
+        if out.returncode == 0 and not out.stdout.strip() or "Invalid job id" in out.stderr:
+            return f"Slurm job {job} has ended"
+    return ""
+
+
 class RunDir:
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -143,8 +164,10 @@ class RunDir:
         return held if alive else None
 
     def lock(self, log=print) -> None:
-        """Claim the run directory (``lock`` created exclusively: host, pid, time). A lock left by a
-        process that no longer runs on this host is taken over, with a message; a live one raises."""
+        """Claim the run directory (``lock`` created exclusively: host, pid, Slurm job id, time). A lock
+        left by a process that no longer runs on this host, by this job's own earlier attempt (a
+        requeue), or by a Slurm job the queue no longer holds is taken over, with a message; a live
+        one raises."""
         self.path.mkdir(parents=True, exist_ok=True)
         me = {"host": socket.gethostname(), "pid": os.getpid(), "since": time.strftime("%Y-%m-%d %H:%M:%S"),
               "job_id": os.environ.get("SLURM_JOB_ID")}
@@ -156,8 +179,9 @@ class RunDir:
                     held = json.loads((self.path / LOCK).read_text() or "{}")
                 except (OSError, ValueError):
                     held = {}
-                if held.get("host") == me["host"] and isinstance(held.get("pid"), int) and not _pid_alive(held["pid"]):
-                    log(f"[{self.path.name}] taking over the lock of pid {held['pid']} (no longer running)")
+                stale = _stale_lock(held, me)
+                if stale:
+                    log(f"[{self.path.name}] taking over the lock of pid {held.get('pid')} on {held.get('host')} ({stale})")
                     (self.path / LOCK).unlink(missing_ok=True)
                     continue
                 if not held:  # being written this instant, or garbage: look again
@@ -284,3 +308,32 @@ def scan(out_dir: str | Path) -> list[dict]:
             row.update(state="corrupt", reason=str(e) if isinstance(e, RunDirError) else f"{cfg.parent}: {e!r}")
         rows.append(row)
     return rows
+
+
+class ReaderRunDir(RunDir):
+    """The run directory as the ranks other than 0 of a multi-process run see it (bench/distributed.py):
+    they read it (config, checkpoint) and never write; rank 0 writes and holds the lock."""
+
+    def lock(self, log=print) -> None:
+        pass
+
+    def write_config(self, config: dict) -> None:
+        pass
+
+    def rewrite_history(self, history: list[dict]) -> None:
+        pass
+
+    def append_history(self, row: dict) -> None:
+        pass
+
+    def save_checkpoint(self, state: dict) -> None:
+        pass
+
+    def set_aside(self, path: Path) -> Path:  # rank 0 moves a corrupt file aside; this rank skips it
+        return path
+
+    def write_result(self, result: dict) -> None:
+        pass
+
+    def write_failure(self, error: str, reason: str = "") -> None:
+        pass

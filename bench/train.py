@@ -9,6 +9,10 @@ for each epoch:
     evaluate_epoch, account       test accuracy; FLOPs (cached per width) and time; the history row
     save_checkpoint
 build_result                      result.json, written last, atomically
+
+Under torchrun every rank runs this loop on its rows of each batch (bench/distributed.py says what
+changes: DDP re-wrapped after growth, growth from whole batches, a replica check every epoch, rank 0
+the only writer).
 """
 from __future__ import annotations
 
@@ -31,11 +35,12 @@ from bench import hardware, methods
 from bench.config import (SCHEMA_VERSION, ConfigError, RunSpec, config_hash, flat_config, run_id, spec_from_dict,
                           spec_to_dict)
 from bench.data import NUM_CLASSES, DataError, image_size, make_loaders
+from bench.distributed import SOLO, World
 from bench.flops import CONVENTION, step_flops
 from bench.hardware import resolve_device
 from bench.models import build
 from bench.optim import SGD, rebuild_optimizer
-from bench.records import CONFIG, HISTORY, RESULT, RunDir, RunDirError, environment
+from bench.records import CONFIG, HISTORY, RESULT, ReaderRunDir, RunDir, RunDirError, environment
 from bench.timing import SectionTimer, synchronize
 from bench.tracking import make_tracker
 from growth.api import GrowthContext, GrowthEvent, Method, Multipliers
@@ -105,18 +110,23 @@ def compile_model(model: nn.Module, spec: RunSpec):
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader, spec: RunSpec, device: torch.device) -> tuple[float, float]:
+def evaluate(model: nn.Module, loader, spec: RunSpec, device: torch.device,
+             world: World = SOLO) -> tuple[float, float]:
+    """Test loss and accuracy; each rank of a multi-process run evaluates its rows, then they sum."""
     model.eval()
     loss = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     n = 0
     for x, y in loader:
+        if len(y) == 0:  # a last batch smaller than the number of ranks
+            continue
         with autocast(spec, device):
             out = model(x)
         loss += F.cross_entropy(out.float(), y, reduction="sum")
         correct += (out.argmax(1) == y).sum()
         n += len(y)
-    return loss.item() / n, correct.item() / n
+    loss, correct, n = world.sum([loss.item(), correct.item(), n], device)
+    return loss / n, correct / n
 
 
 def eval_flops(spec: RunSpec, widths: dict, n: int, num_classes: int, image_size: int) -> int:
@@ -143,11 +153,12 @@ class Diverged(RuntimeError):
 
 def train_epoch(step_model, model: nn.Module, optimizer: SGD, loader, spec: RunSpec, epoch: int,
                 device: torch.device, bar=None, step_hook=None,
-                time_first_step: bool = False) -> tuple[float, float, float | None]:
+                time_first_step: bool = False, world: World = SOLO) -> tuple[float, float, float | None]:
     """One epoch of training steps; returns (mean training loss, last LR, seconds of the first step
     if ``time_first_step``, else None: a compiling step). ``step_model`` is ``model`` or its compiled
     wrapper. Each step's loss is stored on the device (no host sync per step, and no more work than
-    summing it); at the end the first non-finite one raises Diverged."""
+    summing it); at the end the first non-finite one raises Diverged. Several processes: the mean over
+    the ranks (each rank's loss is the mean over its rows of the global batch)."""
     model.train()
     steps = len(loader)
     losses = torch.empty(steps, device=device)
@@ -171,8 +182,10 @@ def train_epoch(step_model, model: nn.Module, optimizer: SGD, loader, spec: RunS
             first = time.perf_counter() - t_first
         if bar is not None:
             bar.update()
-    mean = losses.mean().item()
+    mean = world.mean(losses.mean().item(), device)
     if not math.isfinite(mean):
+        if world.several and all(math.isfinite(v) for v in losses.tolist()):
+            raise Diverged(f"training loss not finite at epoch {epoch + 1} on another rank")
         bad = int((~torch.isfinite(losses)).nonzero()[0])
         raise Diverged(f"training loss not finite at epoch {epoch + 1}, step {bad + 1} of {steps} "
                        f"(lr {lr_at(spec, epoch + bad / steps):.4g})")
@@ -224,9 +237,14 @@ def check_config(rd: RunDir, spec: RunSpec) -> None:
 
 
 def run(spec: RunSpec, progress: bool | None = None, log=print) -> dict:
-    """Train one run to completion (resuming a partial one) and return its result."""
+    """Train one run to completion (resuming a partial one) and return its result. Under torchrun
+    (WORLD_SIZE > 1) every rank calls it; rank 0 alone logs and writes (bench/distributed.py)."""
     spec = hardware.resolve(spec)
-    rd = RunDir(Path(spec.out_dir) / run_id(spec))
+    world = World.from_env(resolve_device(spec).type)
+    if not world.main:
+        log = _silent
+    path = Path(spec.out_dir) / run_id(spec)
+    rd = RunDir(path) if world.main else ReaderRunDir(path)
     check_out_dir(spec.out_dir)
     check_config(rd, spec)
     if rd.complete:
@@ -239,9 +257,9 @@ def run(spec: RunSpec, progress: bool | None = None, log=print) -> dict:
     created = [p for p in (rd.path, rd.path.parent) if not p.exists()]
     rd.lock(log)
     try:
-        return _run(spec, rd, progress, log)
+        return _run(spec, rd, progress, log, world)
     except (ConfigError, DataError):
-        if rd.path in created:  # refused before training: leave nothing behind
+        if rd.path in created and world.main:  # refused before training: leave nothing behind
             rd.unlock()
             shutil.rmtree(rd.path, ignore_errors=True)
             if rd.path.parent in created and not any(rd.path.parent.iterdir()):
@@ -260,6 +278,10 @@ def run(spec: RunSpec, progress: bool | None = None, log=print) -> dict:
         raise
     finally:
         rd.unlock()
+
+
+def _silent(*args, **kwargs) -> None:
+    """The log of ranks other than 0."""
 
 
 def check_out_dir(out_dir: str) -> None:
@@ -320,24 +342,34 @@ class Live:
     timer: SectionTimer
     num_classes: int
     image_size: int
+    world: World = SOLO
     compile_pending: bool = False  # the next step compiles: its time goes to its own column
     record: dict = field(default_factory=dict)  # what the LR multipliers add to the history row
 
 
-def _run(spec: RunSpec, rd: RunDir, progress: bool | None, log) -> dict:
+def _run(spec: RunSpec, rd: RunDir, progress: bool | None, log, world: World = SOLO) -> dict:
     """Set up (or resume), then per epoch: grow if due, train, evaluate, account, checkpoint."""
     t_setup = time.perf_counter()
     threads = setup_runtime(spec)
-    device = resolve_device(spec)
+    device = world.device(resolve_device(spec))
     mode = hardware.explain(spec, device)
-    log(f"[{rd.path.name}] {device}, {threads} thread(s){'' if spec.threads else ' (the cores it may use; --threads N sets)'}, "
+    log(f"[{rd.path.name}] {device}, {threads} thread(s){'' if spec.threads else ' (the cores it may use; --threads N sets)'}"
+        f"{f' x {world.size} processes' if world.several else ''}, "
         f"{mode['label']}; precision {mode['precision']}: {mode['precision_reason']}")
-    train_loader, test_loader, data_source = make_loaders(spec, device)
+    if spec.batch_size % world.size:
+        raise ConfigError(f"batch_size: {spec.batch_size} does not split over {world.size} processes "
+                          "(the global batch must be a multiple of the number of processes)")
+    train_loader, test_loader, data_source = make_loaders(spec, device, world.rank, world.size)
     if len(train_loader) == 0:
         raise ConfigError(f"batch_size: {spec.batch_size} is more than the {train_loader.size} training images: "
                           "no training step in an epoch")
-    live, st = start_or_resume(spec, rd, device, train_loader, test_loader, log)
-    tracker = make_tracker(spec.tracker, rd.path, st.epoch)
+    if not world.main:  # rank 0 first: it may move a corrupt checkpoint aside before the others read
+        world.barrier()
+    live, st = start_or_resume(spec, rd, device, train_loader, test_loader, log, world)
+    if world.main:
+        world.barrier()
+    rewrap(live)
+    tracker = make_tracker(spec.tracker if world.main else "none", rd.path, st.epoch)
     setup_seconds = time.perf_counter() - t_setup
     show = _progress_enabled(progress)
 
@@ -352,10 +384,11 @@ def _run(spec: RunSpec, rd: RunDir, progress: bool | None, log) -> dict:
         row = account(live, st, epoch, event, train_loss, lr, test_loss, test_acc)
         row["load"] = machine_load(time.perf_counter() - t_epoch, time.process_time() - cpu_epoch, threads)
         row["layers"] = layers
+        check_replicas(live, epoch)
         st.history.append(row)
         rd.append_history(row)
         tracker.log_epoch(row)
-        if spec.checkpoint or epoch + 1 == spec.epochs:
+        if (spec.checkpoint or epoch + 1 == spec.epochs) and world.main:
             save_checkpoint(live, st, rd)
         preempt_for_tests(rd, st)
         st.times = live.timer.as_dict()
@@ -376,7 +409,7 @@ def preempt_for_tests(rd: RunDir, st: LoopState) -> None:
     sends itself SIGUSR2 (the signal Slurm and submitit use for a time-out or preemption) once, right
     after the checkpoint of the given epoch, in its first attempt: a deterministic mid-run preemption."""
     target = os.environ.get(PREEMPT_ENV)
-    if not target or st.resumes:
+    if not target or st.resumes or isinstance(rd, ReaderRunDir):  # several processes: rank 0 after its checkpoint
         return
     prefix, _, at = target.rpartition("@")
     if rd.path.name.startswith(prefix) and st.epoch == int(at):
@@ -385,7 +418,8 @@ def preempt_for_tests(rd: RunDir, st: LoopState) -> None:
         os.kill(os.getpid(), signal.SIGUSR2)
 
 
-def start_or_resume(spec: RunSpec, rd: RunDir, device, train_loader, test_loader, log) -> tuple[Live, LoopState]:
+def start_or_resume(spec: RunSpec, rd: RunDir, device, train_loader, test_loader, log,
+                    world: World = SOLO) -> tuple[Live, LoopState]:
     """The model, optimizer, method and loop state: from the checkpoint of a partial run, else new."""
     num_classes, size = NUM_CLASSES[spec.dataset], image_size(spec)
     method = methods.create(spec)
@@ -406,6 +440,9 @@ def start_or_resume(spec: RunSpec, rd: RunDir, device, train_loader, test_loader
         rd.rewrite_history(st.history)  # drop any row written after the checkpoint
         st.resumes.append(st.epoch)
         log(f"[{rd.path.name}] resuming at epoch {st.epoch}/{spec.epochs}")
+        if ck.get("world_size", 1) != world.size:
+            log(f"[{rd.path.name}] NOTE: trained so far by {ck.get('world_size', 1)} process(es), now {world.size}: "
+                "BatchNorm statistics are per process, so the rest differs from a run with one count throughout")
     else:
         torch.manual_seed(spec.seed)
         growth_gen.manual_seed(spec.seed + 1_000_003)
@@ -419,8 +456,9 @@ def start_or_resume(spec: RunSpec, rd: RunDir, device, train_loader, test_loader
                     nesterov=spec.nesterov)
     if ck is not None:
         optimizer.load_state_dict(ck["optimizer"])
-    live = Live(spec, device, method, model, compile_model(model, spec), optimizer, train_loader, test_loader,
-                growth_gen, SectionTimer(device, st.times), num_classes, size, compile_pending=spec.compile)
+    # step_model (DDP, compiled) is set by rewrap once every rank is here: DDP's constructor is a collective
+    live = Live(spec, device, method, model, model, optimizer, train_loader, test_loader, growth_gen,
+                SectionTimer(device, st.times), num_classes, size, world, compile_pending=spec.compile)
     return live, st
 
 
@@ -429,20 +467,39 @@ def grow_if_due(live: Live, st: LoopState, epoch: int) -> GrowthEvent | None:
     parameters (state carried or reset) and the model recompiled."""
     spec = live.spec
     before = dict(live.model.named_parameters())
+    live.world.sync_buffers(live.model)  # growth signals read BN statistics: rank 0's on every rank
+    # growth signals from whole global batches: every rank makes the same choice (bench/distributed.py)
     ctx = GrowthContext(live.model, epoch, live.growth_gen,
-                        lambda: live.train_loader.iterate(epoch, GROWTH_STREAM), live.device,
+                        lambda: live.train_loader.iterate(epoch, GROWTH_STREAM, shard=False), live.device,
                         steps_per_epoch=len(live.train_loader), autocast=lambda: autocast(spec, live.device))
     with live.timer.section("growth"):
         event = grow(live.method, ctx)
         if event is not None:
             live.model = place(ctx.model, spec, live.device)
             live.optimizer = rebuild_optimizer(live.optimizer, before, live.model, event.optimizer_policy)
-            live.step_model = compile_model(live.model, spec)
+            rewrap(live)
             live.compile_pending = spec.compile
             st.stage += 1
             st.growth_flops += int(event.extra_flops)
             st.width_history.append({"epoch": epoch, "widths": widths_of(live.model)})
     return event
+
+
+def rewrap(live: Live) -> None:
+    """The model to step: in a new DDP (several processes) and compiled (``compile``), at the start and
+    after every growth. DDP hooks the parameters that exist when it is built: kept after a growth, the
+    old wrapper would never all-reduce the new ones."""
+    if not live.world.same(widths_of(live.model)):
+        raise RuntimeError(f"growth gave different widths on different ranks (rank {live.world.rank}: "
+                           f"{widths_of(live.model)}); a grower's choice depends on something rank-local")
+    live.step_model = compile_model(live.world.wrap(live.model), live.spec)
+
+
+def check_replicas(live: Live, epoch: int) -> None:
+    """Several processes: every parameter and buffer equal to rank 0's, or the run stops here."""
+    bad = live.world.first_difference(live.model)
+    if bad is not None:
+        raise RuntimeError(f"ranks diverged after epoch {epoch + 1}: {bad} differs from rank 0's")
 
 
 def prepare_epoch(live: Live, epoch: int) -> None:
@@ -466,7 +523,8 @@ def train_one_epoch(live: Live, epoch: int, show: bool) -> tuple[float, float]:
     step_hook = every_step if live.method.multipliers_every_step else None
     with live.timer.section("train"):
         train_loss, lr, first = train_epoch(live.step_model, live.model, live.optimizer, live.train_loader, live.spec,
-                                            epoch, live.device, bar, step_hook, time_first_step=live.compile_pending)
+                                            epoch, live.device, bar, step_hook, time_first_step=live.compile_pending,
+                                            world=live.world)
     if first is not None:
         live.timer.move("train", "compile", first)
         live.compile_pending = False
@@ -478,8 +536,9 @@ def train_one_epoch(live: Live, epoch: int, show: bool) -> tuple[float, float]:
 def evaluate_epoch(live: Live, st: LoopState) -> tuple[float, float, dict]:
     """Test loss and accuracy, and each layer's weight std and pre-activation variance (report F8)."""
     with live.timer.section("eval"):
-        test_loss, test_acc = evaluate(live.model, live.test_loader, live.spec, live.device)
-        x, _ = next(iter(live.test_loader))
+        live.world.sync_buffers(live.model)  # BN statistics: rank 0's on every rank
+        test_loss, test_acc = evaluate(live.model, live.test_loader, live.spec, live.device, live.world)
+        x, _ = next(live.test_loader.iterate(0, shard=False))  # the whole first batch on every rank
         layers = layer_scales(live.model, x, live.spec, live.device)
     widths = widths_of(live.model)
     st.eval_flops += eval_flops(live.spec, widths, live.test_loader.num_samples, live.num_classes, live.image_size)
@@ -527,7 +586,7 @@ def save_checkpoint(live: Live, st: LoopState, rd: RunDir) -> None:
         st.times = live.timer.as_dict()
         rd.save_checkpoint({"widths": widths_of(live.model), "model": live.model.state_dict(),
                             "optimizer": live.optimizer.state_dict(), "method": live.method.state_dict(),
-                            "loop": st.to_dict(),
+                            "loop": st.to_dict(), "world_size": live.world.size,
                             "rng": {"torch": torch.get_rng_state(), "growth": live.growth_gen.get_state()}})
 
 
@@ -569,7 +628,8 @@ def build_result(live: Live, st: LoopState, data_source: str, mode: dict, setup_
         "final_params": param_count(model),
         "final_widths": widths_of(model),
         "width_history": st.width_history,
-        "resumed_at_epochs": st.resumes,  # a run killed and resumed (crash, preemption, time-out) says where
+        "resumed_at_epochs": st.resumes,
+        "world_size": live.world.size,  # processes (DDP ranks) that trained it: bench/distributed.py  # a run killed and resumed (crash, preemption, time-out) says where
         "epochs": hist,
         "final_test_acc": hist[-1]["test_acc"],
         "best_test_acc": max(h["test_acc"] for h in hist),

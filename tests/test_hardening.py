@@ -143,6 +143,39 @@ def test_lock_refuses_a_live_writer_and_takes_over_a_dead_one(tmp_path):
     assert "taking over" in logs[0] and not (tmp_path / "r" / ".checkpoint.pt.x.tmp").exists()
 
 
+def test_lock_of_another_host_is_taken_over_only_when_its_slurm_job_is_gone(tmp_path, monkeypatch):
+    """A lock from another node: kept while squeue lists its job (or nothing can tell); taken over when
+    squeue no longer lists it, or when it is this same job's earlier attempt (a requeue)."""
+    squeue = tmp_path / "bin" / "squeue"
+    squeue.parent.mkdir()
+    monkeypatch.setenv("PATH", f"{squeue.parent}:{os.environ['PATH']}")
+    held = {"host": "node-elsewhere", "pid": 4242, "since": "then", "job_id": "77"}
+
+    def claim(job_state: str | None, my_job: str | None = None) -> list[str]:
+        if job_state is not None:
+            squeue.write_text(f"#!/bin/sh\necho '{job_state}'\n")
+            squeue.chmod(0o755)
+        if my_job:
+            monkeypatch.setenv("SLURM_JOB_ID", my_job)
+        else:
+            monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+        rd = RunDir(tmp_path / "r")
+        rd.path.mkdir(exist_ok=True)
+        (rd.path / LOCK).write_text(json.dumps(held))
+        logs = []
+        rd.lock(log=logs.append)
+        rd.unlock()
+        return logs
+
+    with pytest.raises(RunDirError, match="being trained by pid 4242 on node-elsewhere"):
+        claim("RUNNING")
+    assert "Slurm job 77 has ended" in claim("")[0]
+    assert "earlier attempt of this Slurm job 77" in claim("RUNNING", my_job="77")[0]
+    monkeypatch.setattr("bench.records.shutil.which", lambda name: None)  # no Slurm: a foreign lock stands
+    with pytest.raises(RunDirError, match="being trained"):
+        claim(None)
+
+
 def test_resume_refuses_a_folder_made_for_another_config(two_epochs):
     spec, rd, _ = two_epochs
     (rd.path / RESULT).unlink()
@@ -240,7 +273,12 @@ def test_ctrl_c_says_where_and_how_to_resume(tmp_path, cifar_dir):
     while not list(tmp_path.glob("*/checkpoint.pt")) and time.time() < deadline:
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    try:
+        out, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:  # say where it hung instead of only that it did
+        proc.kill()
+        out, err = proc.communicate()
+        pytest.fail(f"no exit 60 s after Ctrl-C; stdout: {out[-1500:]}\nstderr: {err[-1500:]}")
     assert proc.returncode == 130, err
     assert err.strip().splitlines()[-1].endswith("run the same command to resume") and "interrupted in epoch" in err
     run_dir = next(tmp_path.iterdir())

@@ -100,3 +100,19 @@ def test_slurm_launcher_runs_one_array_requeues_and_resumes(slurm, tmp_path, cif
     assert cli.main(["status", "--out-dir", str(out)]) == 0
     status = capsys.readouterr().out
     assert status.count("complete ") == 3 and status.count("slurm job ") == 3
+
+
+@pytest.mark.slurm
+def test_slurm_tasks_of_one_run_train_it_with_ddp(slurm, tmp_path, cifar_dir):
+    """``--tasks-per-node 2``: Slurm starts 2 tasks of one job (srun), which join as 2 DDP ranks."""
+    spec = config.make_spec("smoke", method="full", arch="mlp", epochs=2, deterministic=True, threads=1,
+                            data_dir=str(cifar_dir), out_dir=str(tmp_path))
+    res = launch.SlurmResources(tasks_per_node=2, cpus_per_task=1, time_min=10)
+    (job,) = launch.submit([spec], "slurm", str(tmp_path), res=res, log=lambda *a: None).values()
+    done = tmp_path / config.run_id(spec) / "result.json"
+    deadline = time.time() + 300
+    while time.time() < deadline and not done.is_file():  # no accounting database here: watch the file
+        time.sleep(1)
+    assert done.is_file(), f"job {job.job_id}: {job.stderr() or ''}"[-2000:]
+    result = json.loads(done.read_text())
+    assert result["world_size"] == 2 and [e["stage"] for e in result["epochs"]] == [0, 1]
