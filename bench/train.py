@@ -384,7 +384,9 @@ def _run(spec: RunSpec, rd: RunDir, progress: bool | None, log, world: World = S
         row = account(live, st, epoch, event, train_loss, lr, test_loss, test_acc)
         row["load"] = machine_load(time.perf_counter() - t_epoch, time.process_time() - cpu_epoch, threads)
         row["layers"] = layers
-        check_replicas(live, epoch)
+        if world.several:
+            check_replicas(live, epoch)
+            row["replicas_identical"] = True  # every parameter and buffer equal to rank 0's (else it raised)
         st.history.append(row)
         rd.append_history(row)
         tracker.log_epoch(row)

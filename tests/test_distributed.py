@@ -73,6 +73,7 @@ def test_two_ranks_match_one_process_over_a_growth(two_ranks, cifar_dir, tmp_pat
     assert one["run_id"] == two["run_id"] == MLP_ID
     assert (one["world_size"], two["world_size"]) == (1, 2)
     assert [e["stage"] for e in two["epochs"]] == [0, 1, 1, 1]  # grew before epoch 2
+    assert all(e["replicas_identical"] for e in two["epochs"]) and "replicas_identical" not in one["epochs"][0]
     for a, b in zip(one["epochs"], two["epochs"]):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
         assert a["test_loss"] == pytest.approx(b["test_loss"], rel=1e-5)
