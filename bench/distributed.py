@@ -16,7 +16,10 @@ one. What the loop does with a world of N (bench/train.py):
            forward starts). Then a *new* DDP wraps the grown model: DDP registers its gradient hooks
            on the parameters that exist when it is built, so the old wrapper would never all-reduce
            the new ones; building it also checks every rank has the same shapes and broadcasts rank
-           0's weights.
+           0's weights, so where a GPU kernel is not bitwise reproducible across ranks (cudnn's
+           autotuner may pick different algorithms) rank 0's grown weights are the ones all train.
+           The signal work is repeated on every rank rather than split and all-reduced: no grower
+           needs code of its own, at the price that growth steps do not get faster with N.
 - eval     each rank evaluates its rows of every test batch; loss, hits and count are summed
 - check    after every epoch every rank compares its parameters with rank 0's: a divergence stops
            the run, naming the parameter

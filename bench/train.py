@@ -368,6 +368,9 @@ def _run(spec: RunSpec, rd: RunDir, progress: bool | None, log, world: World = S
     live, st = start_or_resume(spec, rd, device, train_loader, test_loader, log, world)
     if world.main:
         world.barrier()
+    uneven = sorted({b for b in map(live.method.batch_size, range(spec.epochs)) if b % world.size})
+    if uneven:  # batch-size adaptation's sizes too: refused now, not at the stage that reaches them
+        raise ConfigError(f"batch sizes {uneven} of this run do not split over {world.size} processes")
     rewrap(live)
     tracker = make_tracker(spec.tracker if world.main else "none", rd.path, st.epoch)
     setup_seconds = time.perf_counter() - t_setup

@@ -132,3 +132,10 @@ def test_local_launcher_trains_a_run_as_two_ddp_tasks(two_ranks, tmp_path, cifar
     result = json.loads((tmp_path / MLP_ID / "result.json").read_text())
     assert result["world_size"] == 2
     assert [e["train_loss"] for e in result["epochs"]] == [e["train_loss"] for e in history(two_ranks / "out", MLP_ID)]
+
+
+def test_a_global_batch_that_does_not_split_is_refused_before_anything_is_written(tmp_path, cifar_dir):
+    p = torchrun(tmp_path / "dump", [*MLP_RUN, "--batch-size", "63", "--data-dir", str(cifar_dir),
+                                     "--out-dir", str(tmp_path / "out")])
+    assert p.returncode != 0 and "batch_size: 63 does not split over 2 processes" in p.stderr, p.stderr[-2000:]
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
