@@ -177,10 +177,12 @@ def _load_one(cfg_path: Path, done: list, other: list, results: dict) -> None:
                  "cost": 100 * f["train_cost_fraction"],
                  "cost_overhead": 100 * f["train_with_overhead"] / f["large_train"],
                  "train_seconds": t["train_seconds"] + t["growth_seconds"], "total_seconds": t["total_seconds"],
-                 # threads are part of the machine a time belongs to: 1 and 2 threads are not comparable
+                 # threads and processes are part of the machine a time belongs to: 1 and 2 threads,
+                 # or 1 and 2 DDP processes (bench/distributed.py), are not comparable
                  "device": hardware_label(r) + (f", {r['environment']['threads']} thread(s)"
                                                 if r["environment"].get("device", "cpu") == "cpu"
-                                                and "threads" in r["environment"] else ""),
+                                                and "threads" in r["environment"] else "")
+                           + (f", {r['world_size']} processes" if r.get("world_size", 1) > 1 else ""),
                  "mode": mode.get("label", f"{mode['precision']}{'/cl' if mode['channels_last'] else ''}")
                          + f"{'/compile' if mode['compile'] else ''}{'/det' if mode['deterministic'] else ''}",
                  "params": r["final_params"], "load": machine_load(r.get("epochs", []))})

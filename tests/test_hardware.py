@@ -94,21 +94,34 @@ def test_fingerprint_names_the_isa_cap(monkeypatch):
     assert hardware.matches({**fp, "model": None}, fp) and not hardware.matches({**fp, "mode": "bf16/cl"}, fp)
 
 
-def _run_dir(root, name, precision, seconds, acc, model="CPU A"):
+def _run_dir(root, name, precision, seconds, acc, model="CPU A", family=None, world=1):
     d = root / name
     d.mkdir()
     config = {"method": name.split("-")[0], "arch": "resnet20", "dataset": "cifar10", "seed": int(name[-1]),
               "epochs": 15, "train_subset": 10000, "precision": precision}
     fp = {"device": "cpu", "model": model, "aten_isa": "AVX2", "bf16_kernel": "none", "isa_cap": "none",
-          "torch": "2.14.1", "mode": f"{precision}/cl"}
+          "torch": "2.14.1", "mode": f"{precision}/cl", **({"family": family} if family else {})}
     result = {"config_hash": name, "data_source": "CIFAR-10, JPEG q75 copy", "final_test_acc": acc,
               "best_test_acc": acc, "final_params": 1, "environment": {"device_name": "cpu"},
               "times": {"train_seconds": seconds, "growth_seconds": 0.0, "total_seconds": seconds},
               "flops": {"train_cost_fraction": 1.0, "train_with_overhead": 1, "large_train": 1},
               "mode": {"precision": precision, "channels_last": True, "compile": False, "deterministic": False,
-                       "label": f"{precision}/cl", "fingerprint": fp}}
+                       "label": f"{precision}/cl", "fingerprint": fp}, "world_size": world}
     (d / "config.json").write_text(json.dumps(config))
     (d / "result.json").write_text(json.dumps(result))
+
+
+@pytest.mark.parametrize("other", [{"family": "26/2"}, {"world": 2}], ids=["cpu-generation", "ddp-processes"])
+def test_times_of_another_cpu_generation_or_process_count_are_not_compared(tmp_path, other):
+    """KVM names Zen 4 and Zen 5 alike ("AMD EPYC"): the family/model numbers part them; a run on 2 DDP
+    processes is another machine than 1 process for its times."""
+    _run_dir(tmp_path, "large-s0", "bf16", 100.0, 0.70, family="25/17")
+    _run_dir(tmp_path, "full-s0", "bf16", 60.0, 0.69, **{"family": "25/17", **other})
+    _run_dir(tmp_path, "full-s1", "bf16", 60.0, 0.69, family="25/17")
+    runs, _, _ = load_runs(tmp_path)
+    sp = tables.speedups(runs).set_index("device")
+    assert len(sp[sp.method == "full"]) == 2  # two rows for full: one comparable to large, one not
+    assert sorted(sp[sp.method == "full"].speedup.isna()) == [False, True]
 
 
 def test_reports_never_mix_precisions_or_hardware(tmp_path):
