@@ -5,7 +5,9 @@
 Runs ``bench run`` with the flags and, after every epoch, saves this rank's parameters to
 DUMP_DIR/rank<R>-epoch<E>.pt before the loop compares the ranks itself, so the test can compare
 them independently of the loop's own check. ``--no-rewrap`` keeps the first DDP wrapper after a
-growth (the bug the re-wrap prevents): the test shows the ranks then diverge.
+growth (the bug the re-wrap prevents): the test shows the ranks then diverge. ``--find-unused``
+builds DDP with ``find_unused_parameters=True``, with which that bug is silent: the loop's own
+replica check has to catch it.
 """
 import os
 import sys
@@ -16,7 +18,8 @@ import torch
 from bench import cli, train
 
 dump = Path(sys.argv[1])
-no_rewrap = "--no-rewrap" in sys.argv[2:sys.argv.index("--")]
+own_flags = sys.argv[2:sys.argv.index("--")]
+no_rewrap = "--no-rewrap" in own_flags
 flags = sys.argv[sys.argv.index("--") + 1:]
 rank = int(os.environ.get("RANK", "0"))
 check = train.check_replicas
@@ -28,6 +31,12 @@ def dumping_check(live, epoch):
 
 
 train.check_replicas = dumping_check
+if "--find-unused" in own_flags:
+    from torch.nn.parallel import DistributedDataParallel
+
+    from bench.distributed import World
+
+    World.wrap = lambda self, model: DistributedDataParallel(model, find_unused_parameters=True) if self.several else model
 if no_rewrap:
     rewrap, wrapped = train.rewrap, []
 

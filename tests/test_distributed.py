@@ -91,6 +91,17 @@ def test_without_the_rewrap_after_growth_the_ranks_do_not_stay_in_step(tmp_path,
     assert dumps_equal(tmp_path / "dump", 1) and not (tmp_path / "dump" / "rank0-epoch2.pt").exists()
 
 
+def test_the_replica_check_stops_a_silent_divergence(tmp_path, cifar_dir):
+    """With find_unused_parameters=True the old wrapper no longer waits for the replaced parameters:
+    without the re-wrap the new ones are trained on each rank's rows alone, silently; the loop's
+    replica check stops the run after the first epoch that follows the growth."""
+    p = torchrun(tmp_path / "dump", [*MLP_RUN, "--data-dir", str(cifar_dir), "--out-dir", str(tmp_path / "out")],
+                 "--no-rewrap", "--find-unused")
+    assert p.returncode != 0 and "ranks diverged after epoch 2: fc1.weight (rank 1) differs from rank 0's" in p.stderr, \
+        p.stderr[-3000:]
+    assert dumps_equal(tmp_path / "dump", 1) and not dumps_equal(tmp_path / "dump", 2)
+
+
 def test_killed_and_resumed_under_torchrun_equals_the_uninterrupted_run(two_ranks, cifar_dir, tmp_path):
     flags = [*MLP_RUN, "--data-dir", str(cifar_dir), "--out-dir", str(tmp_path / "out")]
     killed = torchrun(tmp_path / "dump", flags, env={PREEMPT_ENV: f"{MLP_ID}@2"})  # after epoch 2's checkpoint
