@@ -55,6 +55,9 @@ def cmd_sweep(args) -> int:
     from bench.records import RunDir
     from bench.train import run
 
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:  # under torchrun: ranks would part ways at a skipped run
+        raise ConfigError("sweep under torchrun: not supported (a run one rank skips, another would train); "
+                          "use --launcher local|slurm --tasks-per-node N, or torchrun -m bench run for one run")
     for flag in ("max_parallel", "tasks_per_node"):
         if getattr(args, flag) < 1:
             raise ConfigError(f"--{flag.replace('_', '-')}: {getattr(args, flag)}; at least 1")

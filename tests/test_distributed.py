@@ -150,3 +150,12 @@ def test_a_global_batch_that_does_not_split_is_refused_before_anything_is_writte
                                      "--out-dir", str(tmp_path / "out")])
     assert p.returncode != 0 and "batch_size: 63 does not split over 2 processes" in p.stderr, p.stderr[-2000:]
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_a_sweep_under_torchrun_is_refused(monkeypatch, capsys):
+    """Each rank would decide alone to skip a locked or foreign run while the others train it."""
+    from bench import cli
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert cli.main(["sweep", "launch_check", "--dry-run"]) == 2
+    assert "sweep under torchrun: not supported" in capsys.readouterr().err
