@@ -207,7 +207,8 @@ def cmd_status(args) -> int:
         return 0
     jobs = job_states(args.out_dir)
     for r in rows:
-        extra = (f"acc {r['final_test_acc']:.4f}  {r['total_seconds']:.0f}s" if r["state"] == "complete"
+        extra = (f"acc {r['final_test_acc']:.4f}  {r['total_seconds']:.0f}s"
+                 + (f" on {r['world_size']} processes" if r.get("world_size", 1) > 1 else "") if r["state"] == "complete"
                  else f"{r.get('epochs_done', 0)} epochs done" if r["state"] in ("partial", "running")
                  else r.get("reason", ""))
         job = f"  [{jobs[r['run_id']]}]" if r["run_id"] in jobs else ""

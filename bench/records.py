@@ -296,7 +296,8 @@ def scan(out_dir: str | Path) -> list[dict]:
                        dataset=config.get("dataset"), seed=config.get("seed"))
             if row["state"] == "complete":
                 res = rd.result()
-                row.update(final_test_acc=res["final_test_acc"], total_seconds=res["times"]["total_seconds"])
+                row.update(final_test_acc=res["final_test_acc"], total_seconds=res["times"]["total_seconds"],
+                           world_size=res.get("world_size", 1))
             elif row["state"] == "corrupt":
                 rd.result()  # raises with the reason
             elif row["state"] in ("partial", "running"):

@@ -65,7 +65,7 @@ def test_shards_of_the_ranks_are_the_global_batch():
         ranks[0].start_epoch(2, batch_size=6 + 1)
 
 
-def test_two_ranks_match_one_process_over_a_growth(two_ranks, cifar_dir, tmp_path):
+def test_two_ranks_match_one_process_over_a_growth(two_ranks, cifar_dir, tmp_path, capsys):
     spec = config.make_spec("smoke", method="full", arch="mlp", epochs=4, deterministic=True, threads=1,
                             data_dir=str(cifar_dir), out_dir=str(tmp_path))
     one = run(spec, progress=False, log=lambda *a: None)
@@ -80,6 +80,12 @@ def test_two_ranks_match_one_process_over_a_growth(two_ranks, cifar_dir, tmp_pat
         assert (a["test_acc"], a["widths"], a["train_flops"]) == (b["test_acc"], b["widths"], b["train_flops"])
     for epoch in range(1, 5):  # each rank's own parameters, after the growth too
         assert dumps_equal(two_ranks / "dump", epoch), f"ranks differ after epoch {epoch}"
+    from bench import cli
+
+    capsys.readouterr()
+    assert cli.main(["status", "--out-dir", str(two_ranks / "out")]) == 0
+    status = capsys.readouterr().out
+    assert f"complete  {MLP_ID}" in status and "on 2 processes" in status  # bench status says how it trained
 
 
 def test_without_the_rewrap_after_growth_the_ranks_do_not_stay_in_step(tmp_path, cifar_dir):
