@@ -163,10 +163,13 @@ def job_states(out_dir: str) -> dict[str, str]:
         import submitit
     except ImportError:
         return {rid: f"{v['launcher']} job {v['job_id']}" for rid, v in known.items()}
+    accounting = _sacct_works()
     for rid, v in known.items():
         folder = Path(out_dir) / JOBS_FOLDER / "%j"
         try:
-            if v["launcher"] == "slurm":
+            if v["launcher"] == "slurm" and not accounting:  # sacct would only warn, once per job
+                state = _squeue_state(v["job_id"])
+            elif v["launcher"] == "slurm":
                 state = submitit.SlurmJob(folder, v["job_id"]).state
                 if state.upper().startswith("UNKNOWN"):  # no accounting database (sacct): ask the queue
                     state = _squeue_state(v["job_id"])
@@ -176,6 +179,19 @@ def job_states(out_dir: str) -> dict[str, str]:
             state = f"unknown ({type(e).__name__})"
         states[rid] = f"{v['launcher']} job {v['job_id']}: {state}"
     return states
+
+
+def _sacct_works() -> bool:
+    """Whether Slurm keeps job accounting here (without it sacct fails and submitit warns on every query)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("sacct") is None:
+        return False
+    try:
+        return subprocess.run(["sacct", "-n", "-X", "-o", "JobID"], capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
 
 
 def _squeue_state(job_id: str) -> str:
