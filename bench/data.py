@@ -227,10 +227,7 @@ class TensorLoader:
     def start_epoch(self, epoch: int, batch_size: int | None = None, channels_last: bool | None = None) -> None:
         """The epoch ``iter()`` gives next, at this (global) batch size (batch-size adaptation) and memory format."""
         self.epoch = epoch
-        self.batch_size = batch_size or self.batch_size
-        if self.train and self.batch_size % self.world:
-            raise ConfigError(f"batch_size: {self.batch_size} does not split over {self.world} processes "
-                              f"(the global batch must be a multiple of the number of processes)")
+        self.batch_size = batch_size or self.batch_size  # a multiple of world: checked by the loop at start
         self.channels_last = self.channels_last if channels_last is None else channels_last
 
     def _crop_flip(self, x: torch.Tensor, g: torch.Generator, batch: int, rows: slice) -> torch.Tensor:

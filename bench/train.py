@@ -356,6 +356,7 @@ def _run(spec: RunSpec, rd: RunDir, progress: bool | None, log, world: World = S
     log(f"[{rd.path.name}] {device}, {threads} thread(s){'' if spec.threads else ' (the cores it may use; --threads N sets)'}"
         f"{f' x {world.size} processes' if world.several else ''}, "
         f"{mode['label']}; precision {mode['precision']}: {mode['precision_reason']}")
+    # before anything is written: under torchrun a rank's error ends the others before they clean up
     if spec.batch_size % world.size:
         raise ConfigError(f"batch_size: {spec.batch_size} does not split over {world.size} processes "
                           "(the global batch must be a multiple of the number of processes)")
