@@ -40,6 +40,23 @@ NATIVE_BF16 = re.compile(r"bf16|amx|avx10")
 ISA_CAPS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
 
 
+def isa_cap() -> str:
+    """The ISA cap set in the environment ("ATEN_CPU_CAPABILITY=avx2 ..."), or "none"."""
+    return " ".join(f"{v}={os.environ[v]}" for v in ISA_CAPS if os.environ.get(v)) or "none"
+
+
+def separate_compile_cache() -> None:
+    """Under an ISA cap, give torch.compile a cache of its own. Inductor's cache key leaves out
+    ATEN_CPU_CAPABILITY (torch 2.14): kernels cached uncapped (AVX-512) and loaded capped (AVX2), or
+    the reverse, computed wrong losses or corrupted the heap on the same machine. A cache directory
+    the user chose is left alone (importing torch._dynamo writes the default one into the variable)."""
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    cap, default = isa_cap(), default_cache_dir()
+    if cap != "none" and os.environ.get("TORCHINDUCTOR_CACHE_DIR", default) == default:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = default + "-" + re.sub(r"[^A-Za-z0-9]+", "_", cap)
+
+
 def cpu_info() -> dict[str, str]:
     """Vendor, model name and family/model numbers of the CPU (Linux /proc/cpuinfo; elsewhere what
     platform says). Virtual machines often show one generic model name for several generations (KVM:
@@ -163,7 +180,7 @@ def fingerprint(device: torch.device, mode: str) -> dict[str, str]:
         fp.update(vendor=cpu["vendor"], model=cpu["model"], family=cpu["family"] or "unknown", aten_isa=torch.backends.cpu.get_cpu_capability(),
                   onednn_isa=probe["isa"], bf16_kernel=probe["bf16_kernel"] or "none",
                   # the environment variables that cap the ISA kernels dispatch to (a stand-in for an older CPU)
-                  isa_cap=" ".join(f"{v}={os.environ[v]}" for v in ISA_CAPS if os.environ.get(v)) or "none")
+                  isa_cap=isa_cap())
     return fp
 
 

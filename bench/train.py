@@ -101,6 +101,7 @@ def compile_model(model: nn.Module, spec: RunSpec):
         return model
     import torch._dynamo
 
+    hardware.separate_compile_cache()
     # every growth is a new shape: keep the recompile limit above the number of stages, or Dynamo
     # silently falls back to eager after it
     for name in ("recompile_limit", "cache_size_limit"):  # the name changed across torch releases

@@ -144,3 +144,33 @@ def test_precision_table_times_every_mode():
     header, _, row = table.splitlines()
     assert header.count("|") == 6 and "bf16 channels_last" in header and row.startswith("| mlp |")
     assert row.count(" ms") == 4
+
+
+_COMPILED_MATCHES_EAGER = """
+import types, torch, torch.nn as nn
+from bench.train import compile_model
+torch.manual_seed(0)
+model = nn.Sequential(nn.Flatten(), nn.Linear(48, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 10))
+x = torch.randn(64, 3, 4, 4)
+eager, compiled = model(x), compile_model(model, types.SimpleNamespace(compile=True))(x)
+print("max difference", (eager - compiled).abs().max().item())
+assert torch.allclose(eager, compiled, atol=1e-5)
+"""
+
+
+def test_an_isa_cap_does_not_load_kernels_compiled_without_it(tmp_path):
+    """Inductor's cache key leaves out ATEN_CPU_CAPABILITY: on an AVX-512 CPU, kernels compiled
+    uncapped and loaded under the AVX2 cap (the project's AVX2 stand-in) computed wrong outputs
+    (the training losses of a compiled run diverged) or corrupted the heap. compile_model keeps
+    capped kernels in a cache of their own. (On a CPU without AVX-512 both runs pick AVX2 and
+    share kernels correctly.)"""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in hardware.ISA_CAPS and k != "TORCHINDUCTOR_CACHE_DIR"}
+    env["TMPDIR"] = str(tmp_path)  # inductor's default cache lives under the temp directory: a fresh one
+    for cap in ({}, {"ATEN_CPU_CAPABILITY": "avx2"}):  # fills the default cache, then compiles capped
+        done = subprocess.run([sys.executable, "-c", _COMPILED_MATCHES_EAGER], env={**env, **cap},
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, f"{cap or 'uncapped'}: {done.stdout[-500:]}{done.stderr[-2000:]}"
