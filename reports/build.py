@@ -147,9 +147,9 @@ def _build(results_dir: Path, out: Path, include_smoke: bool = False) -> dict:
                            + figures.time_to_accuracy(runs, results, figs) + figures.layer_scales(runs, results, figs))
     md += ["## How these were run", ""] + [f"- {x}" for x in made["provenance"]] + [""]
     md += ["## Figures", ""] + [f"![{p.stem}](figures/{p.name})" for p in made["figures"] if p.suffix == ".png"]
-    md += ["", "## Runs behind the cells", "", tables.to_markdown(runs[["run_id", "config_hash", "method", "setting",
-                                                                         "protocol", "seed", "acc", "device", "mode"]],
-                                                                    drop=()) if not runs.empty else "none", ""]
+    md += ["", "## Runs behind the cells", "", tables.to_markdown(
+        runs[["run_id", "config_hash", "method", "setting", "protocol", "seed", "acc", "device", "mode"]]
+        .assign(acc=runs["acc"].round(2)), drop=()) if not runs.empty else "none", ""]
     md += ["## Failed or unfinished runs", "", tables.to_markdown(incomplete, drop=()) if not incomplete.empty
            else "none", ""]
     (out / "report.md").write_text("\n".join(md))
