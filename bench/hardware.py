@@ -50,9 +50,15 @@ def separate_compile_cache() -> None:
     ATEN_CPU_CAPABILITY (torch 2.14): kernels cached uncapped (AVX-512) and loaded capped (AVX2), or
     the reverse, computed wrong losses or corrupted the heap on the same machine. A cache directory
     the user chose is left alone (importing torch._dynamo writes the default one into the variable)."""
-    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+    try:
+        from torch._inductor.runtime.cache_dir_utils import default_cache_dir
 
-    cap, default = isa_cap(), default_cache_dir()
+        default = default_cache_dir()
+    except ImportError:  # an older torch without that module (pyproject admits 2.3): its same default
+        import getpass
+
+        default = os.path.join(tempfile.gettempdir(), "torchinductor_" + re.sub(r'[\\/:*?"<>|]', "_", getpass.getuser()))
+    cap = isa_cap()
     if cap != "none" and os.environ.get("TORCHINDUCTOR_CACHE_DIR", default) == default:
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = default + "-" + re.sub(r"[^A-Za-z0-9]+", "_", cap)
 

@@ -163,7 +163,7 @@ def job_states(out_dir: str) -> dict[str, str]:
         import submitit
     except ImportError:
         return {rid: f"{v['launcher']} job {v['job_id']}" for rid, v in known.items()}
-    accounting = _sacct_works()
+    accounting = any(v["launcher"] == "slurm" for v in known.values()) and _sacct_works()
     for rid, v in known.items():
         folder = Path(out_dir) / JOBS_FOLDER / "%j"
         try:
