@@ -128,6 +128,9 @@ def test_wallclock_table_by_hand():
     assert wall.loc["large", "speedup"] == "1.000x" and wall.loc["full", "speedup"] == "1.250x"
     assert wall.loc["full+ba", "speedup"] == "2.000x" and wall.loc["full+ba", "train_seconds"] == "50.0"
     assert wall.loc["full", "acc"] == "69.00"
+    # growers timed on another machine add no "not run" rows for it: none of the timed methods ran there
+    grown_elsewhere = pd.concat([runs, pd.DataFrame([_record("g", "gradmax", 0, 60.0, 90.0, device="other cpu")])])
+    assert set(tables.wallclock_table(grown_elsewhere).device) == {"cpu"}
     # the paper's speed-ups belong to ResNet-18 / CIFAR-100: never shown beside another setting's
     assert wall.loc["full+ba", "paper_speedup"] == "" and wall.loc["full", "paper_speedup"] == ""
     c100 = pd.DataFrame([{**_record(k, m, 0, 70.0, t), "setting": "resnet18/cifar100", "arch": "resnet18",
