@@ -22,6 +22,15 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def _dashed(arg: str) -> str:
+    """``--growth.growth_epochs`` as ``--growth.growth-epochs``: config files and ``bench list`` spell
+    field names with underscores, the flags with dashes; both are accepted."""
+    if not arg.startswith("--"):
+        return arg
+    name, eq, value = arg.partition("=")
+    return name.replace("_", "-") + eq + value
+
+
 def _add_spec_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default=None, help="a preset of bench/presets.yaml (smoke, quick, paper)")
     for name, hint, doc in config.field_names():
@@ -222,7 +231,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench", description="growbench: growing networks on one training loop")
     sub = p.add_subparsers(dest="command", required=True)
     epilog = ("Nested fields are flags too: --growth.NAME (the shared growth schedule) and --options.NAME (the "
-              "method's own options); python -m bench list prints every method with its options, defaults and docs.")
+              "method's own options); python -m bench list prints every method with its options, defaults and docs. "
+              "Underscores and dashes are the same in flag names (--growth.growth_epochs 2,3 = --growth.growth-epochs 2,3).")
     r = sub.add_parser("run", help="one run from a preset and flags (resumes a partial run)", epilog=epilog)
     _add_spec_flags(r)
     r.set_defaults(fn=cmd_run)
@@ -278,7 +288,7 @@ WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPE
 
 
 def main(argv=None) -> int:
-    args = parser().parse_args(argv)
+    args = parser().parse_args([_dashed(a) for a in (sys.argv[1:] if argv is None else argv)])
     try:
         return args.fn(args)
     except (*(e for e, _, _ in ERRORS), KeyboardInterrupt, OSError) as e:

@@ -95,6 +95,8 @@ CASES = [
     ("method", RUN + ["--method", "magic"], 2, ["method", "magic"], None),
     ("dataset", RUN + ["--dataset", "mnist"], 2, ["dataset", "mnist"], None),
     ("p_c negative", RUN + ["--growth.p-c", "-1"], 2, ["growth.p_c"], None),
+    # spelled as bench list and the config files spell it: the flag is found, and its value refused
+    ("p_c negative, underscores", RUN + ["--growth.p_c=-1"], 2, ["growth.p_c"], None),
     ("schedule", RUN + ["--growth.schedule", "linear"], 2, ["growth.schedule", "linear"], None),
     ("firefly eps nan", RUN + ["--method", "firefly", "--options.eps", "nan"], 2, ["options.eps", "finite"], None),
     ("warmup too long", RUN + ["--warmup-epochs", "5"], 2, ["warmup_epochs"], None),
