@@ -6,6 +6,7 @@ rest. Invalid configurations exit with status 2 before anything is written.
 from __future__ import annotations
 
 import argparse
+import difflib
 import errno
 import json
 import os
@@ -278,7 +279,21 @@ def parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="what a results directory holds")
     st.add_argument("--out-dir", default="results")
     st.set_defaults(fn=cmd_status)
+    for command in sub.choices.values():
+        # no prefixes of flags: `gate --updat` would rewrite the baseline file; a typo gets a suggestion instead
+        command.allow_abbrev = False
+    p.commands = sub.choices  # for _unrecognized: each command's own flags
     return p
+
+
+def _unrecognized(p: argparse.ArgumentParser, command: str, extra: list[str]) -> str:
+    """One line for mistyped flags, each with its closest real flag: --help hides the nested ones."""
+    known = [o for a in p.commands[command]._actions for o in a.option_strings]
+    words = []
+    for e in extra:
+        close = difflib.get_close_matches(e.partition("=")[0], known, n=1) if e.startswith("-") else []
+        words.append(e + (f" (did you mean {close[0]}?)" if close else ""))
+    return f"python -m bench {command}: unrecognized arguments: {' '.join(words)}; see python -m bench {command} --help"
 
 
 # what a user can cause ends in one line: (exception, prefix, exit status), first match wins
@@ -288,7 +303,11 @@ WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPE
 
 
 def main(argv=None) -> int:
-    args = parser().parse_args([_dashed(a) for a in (sys.argv[1:] if argv is None else argv)])
+    p = parser()
+    args, extra = p.parse_known_args([_dashed(a) for a in (sys.argv[1:] if argv is None else argv)])
+    if extra:
+        print(_unrecognized(p, args.command, extra), file=sys.stderr)
+        return 2
     try:
         return args.fn(args)
     except (*(e for e, _, _ in ERRORS), KeyboardInterrupt, OSError) as e:

@@ -98,6 +98,11 @@ CASES = [
     # spelled as bench list and the config files spell it: the flag is found, and its value refused
     ("p_c negative, underscores", RUN + ["--growth.p_c=-1"], 2, ["growth.p_c"], None),
     ("schedule", RUN + ["--growth.schedule", "linear"], 2, ["growth.schedule", "linear"], None),
+    ("flag typo", RUN + ["--growth.growht-epochs", "1,2"], 2, ["did you mean --growth.growth-epochs?"], None),
+    ("flag prefix", RUN + ["--growth.growth-epoch", "1,2"], 2, ["did you mean --growth.growth-epochs?"], None),
+    # a prefix is not the flag (`gate --updat` would rewrite the baseline file; status is the harmless probe)
+    ("status flag prefix", ["status", "--out-di", "WS/nowhere"], 2, ["did you mean --out-dir?"], None),
+    ("sweep flag typo", ["sweep", "fixed", "--max-paralel", "2"], 2, ["did you mean --max-parallel?"], None),
     ("firefly eps nan", RUN + ["--method", "firefly", "--options.eps", "nan"], 2, ["options.eps", "finite"], None),
     ("warmup too long", RUN + ["--warmup-epochs", "5"], 2, ["warmup_epochs"], None),
     ("label smoothing", RUN + ["--label-smoothing", "2"], 2, ["label_smoothing"], None),
