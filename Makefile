@@ -8,7 +8,7 @@ OUT_DIR  ?= results
 SUITE    ?= default
 PRESET   ?= quick
 
-.PHONY: setup reproduce report report-reference test bench gate clean
+.PHONY: setup reproduce campaign report report-reference test bench gate clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,14 @@ setup: $(VENV)/.installed
 reproduce: setup
 	$(PY) -m bench sweep $(SUITE) --preset $(PRESET) --data-dir $(DATA_DIR) --out-dir $(OUT_DIR)
 	$(PY) -m bench status --out-dir $(OUT_DIR)
+
+# a long campaign (README: long campaigns): the suite's runs one per core, resumable from the committed
+# work folder on any machine; HOURS stops it (0: to the end), COMMIT_EVERY commits its folders (minutes)
+CAMPAIGN ?= paper_resnet20
+HOURS ?= 0
+COMMIT_EVERY ?= 0
+campaign: setup
+	$(PY) -m bench campaign $(CAMPAIGN) --data-dir $(DATA_DIR) --hours $(HOURS) --commit-every $(COMMIT_EVERY)
 
 # tables and figures from the run directories in OUT_DIR, beside the paper's numbers
 report: setup

@@ -11,6 +11,7 @@ import errno
 import json
 import os
 import sys
+import time
 
 from bench import config
 from bench.config import ConfigError
@@ -125,6 +126,16 @@ def cmd_sweep(args) -> int:
     if failed or skipped:
         print(f"{failed} of {len(unique)} runs failed, {skipped} skipped", file=sys.stderr)
     return 1 if failed or skipped else 0
+
+
+def cmd_campaign(args) -> int:
+    from bench.campaign import run_campaign
+
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        raise ConfigError("campaign under torchrun: not supported (each worker is one process on one core)")
+    return run_campaign(args.suite, args.preset, _overrides(args), work_dir=args.work_dir, done_dir=args.done_dir,
+                        workers=args.workers, hours=args.hours, commit_every=args.commit_every,
+                        dry_run=args.dry_run, log=lambda m: print(f"{time.strftime('%H:%M:%S')} {m}", flush=True))
 
 
 def cmd_speed(args) -> int:
@@ -255,6 +266,22 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--sbatch", action="append", default=[], metavar="KEY=VALUE", help="further sbatch option")
     _add_spec_flags(s)
     s.set_defaults(fn=cmd_sweep)
+    c = sub.add_parser("campaign", help="a suite's runs over days: one per core, resumable anywhere from a "
+                       "committed work folder (README: long campaigns)", epilog=epilog)
+    c.add_argument("suite")
+    c.add_argument("--work-dir", default=None, help="unfinished runs, checkpoints included (default "
+                   "results/campaigns/SUITE; commit or sync it)")
+    c.add_argument("--done-dir", default=None, help="where finished runs go, without checkpoints "
+                   "(default results/reference/PRESET)")
+    c.add_argument("--workers", type=int, default=0, help="runs at once, one core and one thread each "
+                   "(0: every core this process may use)")
+    c.add_argument("--hours", type=float, default=0.0, help="stop the workers after this long (0: run to the end); "
+                   "each keeps its last epoch's checkpoint")
+    c.add_argument("--commit-every", type=float, default=0.0, metavar="MINUTES",
+                   help="git-commit the two folders this often, after each finished run and at the end (0: never)")
+    c.add_argument("--dry-run", action="store_true", help="list the runs and their state, train nothing")
+    _add_spec_flags(c)
+    c.set_defaults(fn=cmd_campaign)
     sp = sub.add_parser("speed", help="step time per stage width: measured vs FLOP-ideal speed-up of growth")
     sp.add_argument("--rounds", type=int, default=5, help="interleaved rounds; the minimum is kept")
     sp.add_argument("--steps", type=int, default=10, help="training steps per stage per round")

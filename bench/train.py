@@ -20,6 +20,7 @@ import dataclasses
 import math
 import os
 import shutil
+import socket
 import sys
 import time
 import traceback
@@ -306,6 +307,9 @@ class LoopState:
     growth_flops: int = 0  # growth work the FLOP counter does not see (GrowthEvent.extra_flops)
     width_history: list = field(default_factory=list)  # {"epoch", "widths"} at the start and after each growth
     resumes: list = field(default_factory=list)  # the epochs (completed) at which the run was resumed
+    # where each stretch of epochs ran: {"from_epoch", "host", "machine_id", "fingerprint"}, a new entry
+    # whenever a start or resume finds another machine (its times then mix machines: no speed-up)
+    machines: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {"version": LOOP_STATE_VERSION, **dataclasses.asdict(self)}
@@ -318,14 +322,39 @@ class LoopState:
             raise RunDirError(f"{where}: loop state version {version} is newer than this growbench's "
                               f"({LOOP_STATE_VERSION}); update growbench to resume it")
         fields = {f.name for f in dataclasses.fields(cls)}
-        d = {"resumes": [], **d}  # added in version 3
+        d = {"resumes": [], "machines": [], **d}  # added in versions 3 and 4
         missing = sorted(fields - set(d))
         if missing:
             raise RunDirError(f"{where}: loop state (version {version}) lacks {', '.join(missing)}; not resumable")
         return cls(**{k: d[k] for k in fields})
 
 
-LOOP_STATE_VERSION = 3  # 1: the same fields as an untyped dict without a version; 3: resumes
+LOOP_STATE_VERSION = 4  # 1: the same fields as an untyped dict without a version; 3: resumes; 4: machines
+
+
+def note_machine(st: LoopState, mode: dict, log, name: str) -> None:
+    """Record the machine that trains the epochs from now on, when it is not the last one recorded
+    (a checkpoint of version 3 or older recorded none: its earlier machines are unknown)."""
+    here = {"host": socket.gethostname(), "machine_id": machine_id(),
+            "fingerprint": hardware.fingerprint_key(mode["fingerprint"])}
+    last = st.machines[-1] if st.machines else None
+    if last is not None and all(last.get(k) == v for k, v in here.items()):
+        return
+    if st.epoch and last is None:
+        st.machines.append({"from_epoch": 0, "host": None, "machine_id": None, "fingerprint": None})
+    if st.epoch:
+        log(f"[{name}] NOTE: resumed on another machine than epochs {last['from_epoch'] + 1 if last else 1}-{st.epoch} "
+            f"ran on ({here['fingerprint'] if last is None or last['fingerprint'] != here['fingerprint'] else here['host']}); "
+            "its times mix machines and are left out of speed-ups")
+    st.machines.append({"from_epoch": st.epoch, **here})
+
+
+def machine_id() -> str | None:
+    """The OS's id of this installation (/etc/machine-id), which tells two hosts of one name apart."""
+    try:
+        return Path("/etc/machine-id").read_text().strip() or None
+    except OSError:
+        return None
 
 
 @dataclass
@@ -374,6 +403,7 @@ def _run(spec: RunSpec, rd: RunDir, progress: bool | None, log, world: World = S
     if uneven:  # batch-size adaptation's sizes too: refused now, not at the stage that reaches them
         raise ConfigError(f"batch sizes {uneven} of this run do not split over {world.size} processes")
     rewrap(live)
+    note_machine(st, mode, log, rd.path.name)
     tracker = make_tracker(spec.tracker if world.main else "none", rd.path, st.epoch)
     setup_seconds = time.perf_counter() - t_setup
     show = _progress_enabled(progress)
@@ -636,6 +666,9 @@ def build_result(live: Live, st: LoopState, data_source: str, mode: dict, setup_
         "final_widths": widths_of(model),
         "width_history": st.width_history,
         "resumed_at_epochs": st.resumes,
+        # the machines its epochs ran on (LoopState.machines); more than one: its times are not one machine's
+        "machines": st.machines,
+        "moved_between_machines": len(st.machines) > 1,
         "world_size": live.world.size,  # processes (DDP ranks) that trained it: bench/distributed.py  # a run killed and resumed (crash, preemption, time-out) says where
         "epochs": hist,
         "final_test_acc": hist[-1]["test_acc"],

@@ -149,7 +149,7 @@ def load_runs(results_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, dict
             other.append({"run_id": cfg_path.parent.name, "state": f"corrupt: {reason}", "epochs_done": 0})
     label_variants(done)
     cols_done = ["run_id", "method", "grows", "uses_lra", "smoke", "arch", "dataset", "setting", "protocol", "seed", "config_hash", "data_source",
-                 "acc", "best_acc", "cost", "cost_overhead", "train_seconds", "total_seconds", "device", "mode", "params", "load"]
+                 "acc", "best_acc", "cost", "cost_overhead", "train_seconds", "total_seconds", "device", "mode", "params", "load", "moved"]
     cols_other = ["run_id", "method", "arch", "dataset", "setting", "protocol", "seed", "state", "epochs_done", "epochs"]
     return (pd.DataFrame(done, columns=cols_done), pd.DataFrame(other, columns=cols_other).astype(object).fillna(""),
             results)
@@ -185,5 +185,7 @@ def _load_one(cfg_path: Path, done: list, other: list, results: dict) -> None:
                            + (f", {r['world_size']} processes" if r.get("world_size", 1) > 1 else ""),
                  "mode": mode.get("label", f"{mode['precision']}{'/cl' if mode['channels_last'] else ''}")
                          + f"{'/compile' if mode['compile'] else ''}{'/det' if mode['deterministic'] else ''}",
-                 "params": r["final_params"], "load": machine_load(r.get("epochs", []))})
+                 "params": r["final_params"], "load": machine_load(r.get("epochs", [])),
+                 # resumed on another machine (bench/campaign.py): its times mix machines, never a speed-up
+                 "moved": bool(r.get("moved_between_machines", False))})
     results[d.name] = r

@@ -44,6 +44,10 @@ def speedups(runs: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame()
     keys = ["setting", "protocol", "data_source", "device", "mode"]
     runs = runs if "load" in runs else runs.assign(load="no load record")
+    if "moved" in runs:  # a run that moved between machines has no one machine's time
+        runs = runs[~runs.moved.astype(bool)]
+        if runs.empty:
+            return pd.DataFrame()
     t = runs.groupby(keys + ["method"], sort=True).agg(
         seconds=("train_seconds", "mean"), sd=("train_seconds", "std"), n=("train_seconds", "size"),
         load=("load", lambda s: "; ".join(sorted({v for v in s if v}))))

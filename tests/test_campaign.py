@@ -1,0 +1,140 @@
+"""Long campaigns (bench/campaign.py): a queue of runs, one per core, stopped and resumed, finished runs
+moved into the reference folder without checkpoints; a run resumed on another machine says so."""
+import dataclasses
+import json
+import os
+import subprocess
+
+import pytest
+
+from bench import campaign, config, train
+from bench.cli import main
+from bench.records import RunDir
+
+SUITE = """
+two:
+  preset: smoke
+  common: {arch: mlp, dataset: cifar10}
+  runs:
+    - {method: large, seeds: [0]}
+    - {method: full, seeds: [0], epochs: 3}
+"""
+
+
+@pytest.fixture
+def suite(tmp_path, monkeypatch):
+    path = tmp_path / "suites.yaml"
+    path.write_text(SUITE)
+    monkeypatch.setattr(config, "SUITES_FILE", str(path))
+    monkeypatch.setattr(campaign, "POLL_S", 0.2)
+    return "two"
+
+
+def _history(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_campaign_trains_the_queue_and_moves_finished_runs_without_checkpoints(suite, tmp_path, cifar_dir, capsys):
+    work, done = tmp_path / "work", tmp_path / "done"
+    args = ["campaign", suite, "--work-dir", str(work), "--done-dir", str(done), "--workers", "1",
+            "--data-dir", str(cifar_dir)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    ids = sorted(p.name for p in done.iterdir())
+    assert len(ids) == 2 and not any(work.iterdir())
+    for rid in ids:
+        assert sorted(p.name for p in (done / rid).iterdir()) == ["config.json", "history.jsonl", "result.json"]
+        result = RunDir(done / rid).result()
+        assert result["environment"]["threads"] == 1 and result["moved_between_machines"] is False
+    assert out.index("large-mlp") < out.index("full-mlp")  # the suite's order
+    # again: both complete where they went, nothing trained
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert out.count("complete (in the reference folder)") == 2 and "nothing to train" in out
+
+
+def test_campaign_stopped_at_hours_resumes_to_the_same_result(suite, tmp_path, cifar_dir, capsys):
+    """--hours stops the workers (SIGINT; each keeps its last checkpoint); the same command finishes
+    the runs, and the stopped-and-resumed run equals one trained without a stop (smoke: fp32, CPU)."""
+    work, done = tmp_path / "work", tmp_path / "done"
+    args = ["campaign", suite, "--work-dir", str(work), "--done-dir", str(done), "--workers", "1",
+            "--data-dir", str(cifar_dir)]
+    assert main(args + ["--hours", "0.0001"]) == 0  # 0.36 s: stopped in its first run
+    out = capsys.readouterr().out
+    assert "--hours 0.0001 reached" in out and "stopped, resumes from its checkpoint" in out
+    assert not done.exists() or not any(done.iterdir())
+    assert main(args) == 0
+    first = sorted(done.iterdir())[0]
+    again = tmp_path / "again"
+    spec = dataclasses.replace(config.spec_from_dict(json.loads((first / "config.json").read_text())), out_dir=str(again))
+    train.run(spec, log=lambda *a: None)
+    losses = lambda p: [r["train_loss"] for r in _history(p / "history.jsonl")]  # noqa: E731
+    assert losses(first) == losses(again / first.name)
+
+
+def test_a_run_resumed_on_another_machine_says_so(tmp_path, cifar_dir, monkeypatch):
+    spec = config.make_spec("smoke", arch="mlp", epochs=2, data_dir=str(cifar_dir), out_dir=str(tmp_path))
+    result = train.run(spec, log=lambda *a: None)
+    assert len(result["machines"]) == 1 and result["machines"][0]["from_epoch"] == 0
+    assert not result["moved_between_machines"]
+    rd = RunDir(tmp_path / result["run_id"])
+    (rd.path / "result.json").unlink()  # partial again: resumes from its last checkpoint
+    monkeypatch.setattr(train, "machine_id", lambda: "another-machine")
+    lines = []
+    moved = train.run(spec, log=lines.append)
+    assert moved["moved_between_machines"] is True
+    assert [m["from_epoch"] for m in moved["machines"]] == [0, 2]
+    assert moved["machines"][1]["machine_id"] == "another-machine"
+    assert any("resumed on another machine" in line for line in lines)
+
+
+def test_reports_leave_moved_runs_out_of_speedups():
+    import pandas as pd
+
+    from reports.tables import speedups
+
+    row = dict(setting="resnet20/cifar10", protocol="p", data_source="d", device="cpu", mode="bf16", load="")
+    runs = pd.DataFrame([{**row, "method": "large", "train_seconds": 100.0, "moved": False},
+                         {**row, "method": "full", "train_seconds": 50.0, "moved": True},
+                         {**row, "method": "full", "train_seconds": 80.0, "moved": False}])
+    sp = speedups(runs)
+    full = sp[sp.method == "full"]
+    assert list(full.n) == [1] and float(full.speedup.iloc[0]) == pytest.approx(1.25)
+
+
+def test_campaign_refuses_bf16_on_a_cpu_that_emulates_it(suite, tmp_path, cifar_dir, monkeypatch, capsys):
+    from bench import hardware
+
+    monkeypatch.setattr(hardware, "native_bf16", lambda device: (False, "no bf16 kernel (test)"))
+    status = main(["campaign", suite, "--work-dir", str(tmp_path / "w"), "--done-dir", str(tmp_path / "d"),
+                   "--precision", "bf16", "--data-dir", str(cifar_dir)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(err) == 1 and "emulates it" in err[0]
+    assert not (tmp_path / "w").exists() or not any((tmp_path / "w").iterdir())
+
+
+def test_campaign_refuses_more_workers_than_cores(suite, tmp_path, capsys):
+    status = main(["campaign", suite, "--work-dir", str(tmp_path / "w"), "--workers", str(len(os.sched_getaffinity(0)) + 1)])
+    assert status == 2 and "share cores" in capsys.readouterr().err
+
+
+def test_git_commit_commits_only_the_campaign_paths(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git = lambda *a: subprocess.run(["git", "-C", str(repo), *a], capture_output=True, text=True, check=True)  # noqa: E731
+    git("init", "-q")
+    git("config", "user.email", "t@example.org")
+    git("config", "user.name", "t")
+    (repo / "mine.txt").write_text("work in progress\n")
+    git("add", "mine.txt")
+    (repo / "campaign").mkdir()
+    (repo / "campaign" / "checkpoint.pt").write_bytes(b"\0" * 10)
+    cwd = os.getcwd()
+    os.chdir(repo)
+    try:
+        assert campaign.git_commit([repo / "campaign", repo / "absent"], "Campaign: test", log=lambda m: None)
+        assert not campaign.git_commit([repo / "campaign"], "Campaign: nothing new", log=lambda m: None)
+    finally:
+        os.chdir(cwd)
+    assert git("show", "--name-only", "--format=%s", "HEAD").stdout.split() == ["Campaign:", "test", "campaign/checkpoint.pt"]
+    assert git("diff", "--cached", "--name-only").stdout.split() == ["mine.txt"]  # still staged, not committed
