@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import errno
 import json
 import os
 import sys
@@ -15,6 +14,7 @@ import time
 
 from bench import config
 from bench.config import ConfigError
+from bench.errors import WRITE_ERRNOS
 from bench.data import DataError
 from bench.records import RunDirError
 from bench.train import Diverged, Interrupted
@@ -117,6 +117,11 @@ def cmd_sweep(args) -> int:
             run(spec, progress=_progress(args))
         except (DataError, Interrupted):
             raise
+        except OSError as e:  # a full disk fails every run after it too: stop at the first, in one line
+            if e.errno in WRITE_ERRNOS:
+                raise
+            failed += 1
+            print(f"  FAILED: {type(e).__name__}: {e}", file=sys.stderr)
         except RunDirError as e:  # locked by another process, or made for another config: not ours to train
             skipped += 1
             print(f"  skipped: {e}", file=sys.stderr)
@@ -231,10 +236,14 @@ def cmd_status(args) -> int:
         extra = (f"acc {r['final_test_acc']:.4f}  {r['total_seconds']:.0f}s"
                  + (f" on {r['world_size']} processes" if r.get("world_size", 1) > 1 else "") if r["state"] == "complete"
                  else f"{r.get('epochs_done', 0)} epochs done" if r["state"] in ("partial", "running")
+                 else f"no checkpoint yet: the same command starts it over ({r.get('epochs_done', 0)} epochs in its "
+                      "history, not saved)" if r["state"] == "empty"
                  else r.get("reason", ""))
         job = f"  [{jobs[r['run_id']]}]" if r["run_id"] in jobs else ""
         print(f"{r['state']:9s} {r['run_id']}  {extra}{job}")
-    counts = {s: sum(r["state"] == s for r in rows) for s in ("complete", "running", "partial", "failed", "corrupt")}
+    # every state listed is counted: the usual five always, any other (empty) where it occurs
+    usual = ("complete", "running", "partial", "failed", "corrupt")
+    counts = {s: sum(r["state"] == s for r in rows) for s in (*usual, *sorted({r["state"] for r in rows} - set(usual)))}
     print(", ".join(f"{v} {k}" for k, v in counts.items()))
     return 0
 
@@ -326,7 +335,6 @@ def _unrecognized(p: argparse.ArgumentParser, command: str, extra: list[str]) ->
 # what a user can cause ends in one line: (exception, prefix, exit status), first match wins
 ERRORS = ((ConfigError, "config error: ", 2), (DataError, "data error: ", 1), (RunDirError, "run directory error: ", 1),
           (Diverged, "diverged: ", 1), (Interrupted, "", 130))
-WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 
 
 def main(argv=None) -> int:
@@ -340,15 +348,29 @@ def main(argv=None) -> int:
     except (*(e for e, _, _ in ERRORS), KeyboardInterrupt, OSError) as e:
         for kind, prefix, status in ERRORS:
             if isinstance(e, kind):
+                if isinstance(e, KeyboardInterrupt):  # Interrupted: a second Ctrl-C ends it quietly
+                    from bench.train import quiet_second_interrupt
+
+                    quiet_second_interrupt()
                 print(f"{prefix}{e}", file=sys.stderr)
                 return status
         if isinstance(e, KeyboardInterrupt):
+            from bench.train import quiet_second_interrupt
+
+            quiet_second_interrupt()
             print("interrupted", file=sys.stderr)
             return 130
         if e.errno not in WRITE_ERRNOS:
             raise
         print(f"write error: {e.filename or ''}: {e.strerror}", file=sys.stderr)
         return 1
+
+
+def entry() -> None:
+    """The console script (``growbench``): as ``python -m bench``."""
+    import runpy
+
+    runpy.run_module("bench", run_name="__main__")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,11 @@
 """Errors the CLI turns into one line and an exit status (bench/cli.py: ERRORS)."""
+import errno
 
 
 class ConfigError(ValueError):
     """A configuration that cannot run; the message is one line naming the field."""
+
+
+# errno values of writes a user's machine can refuse (full disk or quota, read-only or foreign folder):
+# one line naming the file, exit status 1
+WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)

@@ -10,6 +10,7 @@ read a shared results folder.
 """
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -33,6 +34,10 @@ class RunDirError(RuntimeError):
     """A run directory that cannot be used as asked; the message is one line naming the file."""
 
 
+class ForeignCheckpoint(RunDirError):
+    """A checkpoint written for another run: never resumed, never overwritten by starting over."""
+
+
 def umask() -> int:
     """The process's umask (reading it means setting it: set it straight back)."""
     mask = os.umask(0)
@@ -40,7 +45,19 @@ def umask() -> int:
     return mask
 
 
+def _named(e: OSError, path: Path) -> OSError:
+    """The error with the file it was about: a write through a descriptor knows no file name."""
+    return e if e.filename else OSError(e.errno, e.strerror, str(path))
+
+
 def _atomic_write(path: Path, write, keep_previous: Path | None = None) -> None:
+    try:
+        _atomic_write_unnamed(path, write, keep_previous)
+    except OSError as e:
+        raise _named(e, path) from None
+
+
+def _atomic_write_unnamed(path: Path, write, keep_previous: Path | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -129,6 +146,7 @@ class RunDir:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self._locked = False
+        self.saved_epoch = 0  # epochs held by the checkpoint this process last wrote or read
 
     @property
     def complete(self) -> bool:
@@ -218,11 +236,24 @@ class RunDir:
         _atomic_write(self.path / HISTORY, lambda f: f.write("".join(dumps(h) + "\n" for h in history).encode()))
 
     def append_history(self, row: dict) -> None:
-        with open(self.path / HISTORY, "a") as f:
-            f.write(dumps(row) + "\n")
+        """One line, whole or not at all: a write that fails (a full disk) is cut back to the rows before."""
+        path = self.path / HISTORY
+        with open(path, "ab") as f:
+            size = f.tell()
+            try:
+                f.write((dumps(row) + "\n").encode())
+                f.flush()
+            except OSError as e:
+                f.truncate(size)
+                raise _named(e, path) from None
 
     def save_checkpoint(self, state: dict) -> None:
-        _atomic_write(self.path / CHECKPOINT, lambda f: torch.save(state, f), keep_previous=self.path / PREV_CHECKPOINT)
+        state = {**state, "run_id": self.path.name}  # a checkpoint copied into another run's folder is refused
+        # serialised in memory first: torch.save into a full disk raises a RuntimeError that loses the errno
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        _atomic_write(self.path / CHECKPOINT, lambda f: f.write(buf.getbuffer()), keep_previous=self.path / PREV_CHECKPOINT)
+        self.saved_epoch = state.get("loop", {}).get("epoch", 0)
 
     def load_checkpoint(self, log=print) -> dict:
         """The newest readable checkpoint; one that cannot be read is moved aside (kept) with a message."""
@@ -231,11 +262,17 @@ class RunDir:
             if not path.is_file():
                 continue
             try:
-                return torch.load(path, map_location="cpu", weights_only=False)
+                ck = torch.load(path, map_location="cpu", weights_only=False)
             except Exception as e:  # torch raises many kinds on garbage, truncated or empty files
                 aside = self.set_aside(path)
                 log(f"[{self.path.name}] {path.name} is corrupt ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
                     f"moved to {aside.name}")
+                continue
+            owner = ck.get("run_id") if isinstance(ck, dict) else None
+            if owner is not None and owner != self.path.name:
+                raise ForeignCheckpoint(f"{path}: the checkpoint of run {owner}, not of this one; not resumed")
+            self.saved_epoch = ck.get("loop", {}).get("epoch", 0) if isinstance(ck, dict) else 0
+            return ck
         raise RunDirError(f"{self.path}: no readable checkpoint")
 
     def set_aside(self, path: Path) -> Path:
@@ -300,7 +337,7 @@ def scan(out_dir: str | Path) -> list[dict]:
                            world_size=res.get("world_size", 1))
             elif row["state"] == "corrupt":
                 rd.result()  # raises with the reason
-            elif row["state"] in ("partial", "running"):
+            elif row["state"] in ("partial", "running", "empty"):
                 hist = cfg.parent / HISTORY
                 row["epochs_done"] = len(hist.read_text().splitlines()) if hist.exists() else 0
             elif row["state"] == "failed":

@@ -41,7 +41,7 @@ from bench.flops import CONVENTION, step_flops
 from bench.hardware import resolve_device
 from bench.models import build
 from bench.optim import SGD, rebuild_optimizer
-from bench.records import CONFIG, HISTORY, RESULT, ReaderRunDir, RunDir, RunDirError, environment
+from bench.records import CONFIG, HISTORY, RESULT, ForeignCheckpoint, ReaderRunDir, RunDir, RunDirError, environment
 from bench.timing import SectionTimer, synchronize
 from bench.tracking import make_tracker
 from growth.api import GrowthContext, GrowthEvent, Method, Multipliers
@@ -250,15 +250,19 @@ def run(spec: RunSpec, progress: bool | None = None, log=print) -> dict:
     check_out_dir(spec.out_dir)
     check_config(rd, spec)
     if rd.complete:
-        try:
-            result = rd.result()
-            log(f"[{rd.path.name}] complete, skipped")
+        result = _complete(rd, log)
+        if result is not None:
             return result
-        except RunDirError as e:
-            log(f"[{rd.path.name}] {e}; moved to {rd.set_aside(rd.path / RESULT).name}, rebuilt from the checkpoint")
     created = [p for p in (rd.path, rd.path.parent) if not p.exists()]
     rd.lock(log)
     try:
+        # decided again now that the lock is ours: between the look above and the lock another process
+        # may have finished this run (or made its folder), and it must not be trained again
+        check_config(rd, spec)
+        if rd.complete:
+            result = _complete(rd, log)
+            if result is not None:
+                return result
         return _run(spec, rd, progress, log, world)
     except (ConfigError, DataError):
         if rd.path in created and world.main:  # refused before training: leave nothing behind
@@ -268,11 +272,14 @@ def run(spec: RunSpec, progress: bool | None = None, log=print) -> dict:
                 rd.path.parent.rmdir()
         raise
     except KeyboardInterrupt:
-        done = len((rd.path / HISTORY).read_text().splitlines()) if (rd.path / HISTORY).is_file() else 0
-        raise Interrupted(f"[{rd.path.name}] interrupted in epoch {done + 1}/{spec.epochs}; "
-                          "run the same command to resume") from None
+        quiet_second_interrupt()
+        saved = rd.saved_epoch  # the epochs a checkpoint holds, not the history's rows (written before it)
+        raise Interrupted(f"[{rd.path.name}] interrupted in epoch {saved + 1}/{spec.epochs}; "
+                          + (f"{'epoch 1 is' if saved == 1 else f'epochs 1-{saved} are'} saved: run the same "
+                             "command to resume" if saved
+                             else "nothing saved yet: the same command starts it over")) from None
     except Exception as e:
-        if rd.path.is_dir():
+        if rd.path.is_dir() and not isinstance(e, RunDirError):  # a folder refused is not a run that failed
             try:
                 rd.write_failure(traceback.format_exc(), reason=f"{type(e).__name__}: {e}")
             except OSError:  # a full disk: the error itself is what the user must see
@@ -280,6 +287,28 @@ def run(spec: RunSpec, progress: bool | None = None, log=print) -> dict:
         raise
     finally:
         rd.unlock()
+
+
+def _complete(rd: RunDir, log) -> dict | None:
+    """The result of a complete run; None when result.json is unreadable (set aside, to be rebuilt)."""
+    try:
+        result = rd.result()
+        log(f"[{rd.path.name}] complete, skipped")
+        return result
+    except RunDirError as e:
+        log(f"[{rd.path.name}] {e}; moved to {rd.set_aside(rd.path / RESULT).name}, rebuilt from the checkpoint")
+        return None
+
+
+def quiet_second_interrupt() -> None:
+    """After a first Ctrl-C the process is on its way out (cleanup, interpreter shutdown): a second one
+    ends it at once, quietly, with 130, instead of a traceback from whatever ran at that moment."""
+    import signal
+
+    try:
+        signal.signal(signal.SIGINT, lambda *_: os._exit(130))
+    except ValueError:  # not the main thread: its Ctrl-C is the main thread's to handle
+        pass
 
 
 def _silent(*args, **kwargs) -> None:
@@ -465,6 +494,8 @@ def start_or_resume(spec: RunSpec, rd: RunDir, device, train_loader, test_loader
     if rd.partial:
         try:
             ck = rd.load_checkpoint(log)
+        except ForeignCheckpoint:
+            raise
         except RunDirError as e:
             log(f"[{rd.path.name}] {e}; starting over")
     if ck is not None:

@@ -65,6 +65,12 @@ def build(results_dir: str | Path, out_dir: str | Path, include_smoke: bool = Fa
             out.rename(old)
         tmp.rename(out)
         shutil.rmtree(old, ignore_errors=True)
+    except OSError as e:  # a write through a descriptor (a figure, a table) knows no file name: name the folder
+        shutil.rmtree(tmp, ignore_errors=True)
+        name = Path(e.filename) if e.filename else None
+        if name is not None and name.is_relative_to(tmp):  # the building folder is gone: name the report's place
+            name = out / name.relative_to(tmp)
+        raise OSError(e.errno, e.strerror, str(name or out)) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from bench.errors import WRITE_ERRNOS
 from reports.build import ReportError, build
 
 
@@ -20,5 +21,11 @@ def main(argv=None) -> int:
     except ReportError as e:
         print(f"report error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a full disk, a read-only or foreign folder: the previous report is kept
+        if e.errno not in WRITE_ERRNOS:
+            raise
+        print(f"write error: {e.filename or args.out}: {e.strerror}; the previous report in {args.out} is unchanged",
+              file=sys.stderr)
+        return 1
     print(f"wrote {args.out}/report.md, index.html, {len(made['tables'])} tables, {len(made['figures'])} figure files")
     return 0

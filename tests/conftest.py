@@ -25,3 +25,14 @@ def _threads():
     # the same thread count in every test: CPU float reductions then repeat exactly
     torch.set_num_threads(2)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _sigint_handler():
+    # a test that goes through the CLI's Ctrl-C path installs the quiet exit for a second Ctrl-C
+    # (bench.train.quiet_second_interrupt): put pytest's own handler back
+    import signal
+
+    handler = signal.getsignal(signal.SIGINT)
+    yield
+    signal.signal(signal.SIGINT, handler)
