@@ -31,7 +31,7 @@ from pathlib import Path
 
 from bench import config, hardware
 from bench.config import ConfigError, RunSpec
-from bench.records import CONFIG, HISTORY, RESULT, RunDir, RunDirError
+from bench.records import CONFIG, HISTORY, RESULT, RunDir
 
 KEEP = (CONFIG, HISTORY, RESULT)  # what a finished run takes into the reference folder
 POLL_S = 5.0  # how often workers are checked; progress lines at most every PROGRESS_S

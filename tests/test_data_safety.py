@@ -162,14 +162,14 @@ def _start(cifar_dir, out, *extra):
 @pytest.mark.parametrize("gap", [0.05, 0.5])
 def test_a_second_ctrl_c_exits_quietly_with_130(tmp_path, cifar_dir, gap):
     proc = _start(cifar_dir, tmp_path, "--epochs", "50")
-    history = None
+    saved = None
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:  # interrupt once an epoch is saved
-        history = next(tmp_path.glob(f"*/{CHECKPOINT}"), None)
-        if history is not None:
+        saved = next(tmp_path.glob(f"*/{CHECKPOINT}"), None)
+        if saved is not None:
             break
         time.sleep(0.1)
-    assert history is not None, "no epoch finished in 120 s"
+    assert saved is not None, "no epoch finished in 120 s"
     proc.send_signal(signal.SIGINT)
     time.sleep(gap)
     proc.send_signal(signal.SIGINT)
