@@ -79,7 +79,6 @@ class FireflyOptions:
 class Firefly(PairGrower):
     """Firefly: split and new-unit candidates, the k best by their first-order loss decrease."""
     Options = FireflyOptions
-    tables = ("main",)
     original_optimizer = "reset"
 
     def grow_pairs(self, ctx, step, pairs):
@@ -163,7 +162,6 @@ class FireflySimpleOptions:
 class FireflySimple(PairGrower):
     """The simplified Firefly of GradMax's code: random small new units tuned by Adam on one batch."""
     Options = FireflySimpleOptions
-    tables = ("main",)
     original_optimizer = "carry"
     EPSILON = 1e-3  # new fan-in at this fraction of the mean old fan-in norm (growneuron's 0 divides by 0)
     ADAM = (0.9, 0.999, 1e-8)

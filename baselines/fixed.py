@@ -8,13 +8,11 @@ from growth.schedule import stage_widths
 class Large(Method):
     """The target (full-width) network, trained at fixed size for the whole run."""
     role = "target"
-    tables = ("main", "ablation", "wallclock")
 
 
 class Small(Method):
     """The network at the growth schedule's start widths (stage 0), trained at fixed size."""
-    tables = ("main",)
 
     def start_widths(self) -> dict[str, int]:
-        gs = self.spec.growth
+        gs = self.setup.schedule
         return stage_widths(self.target_widths(), gs.start_fraction, gs.p_c, gs.width_rule, align=gs.width_align)[0]

@@ -61,7 +61,6 @@ class GradMaxOptions:
 class GradMax(PairGrower):
     """GradMax: zero fan-in, fan-out along the top singular vectors of the loss gradient's matrix."""
     Options = GradMaxOptions
-    tables = ("main",)
     original_optimizer = "carry"
 
     def prepare(self, model):

@@ -29,7 +29,6 @@ class Net2NetOptions:
 class Net2Net(ScheduledGrowth):
     """Net2WiderNet: new channels replicate random old ones, consumers divide; noise breaks symmetry."""
     Options = Net2NetOptions
-    tables = ("main", "ablation")
 
     def rule(self, ctx, step):
         return ReplicationRule(ctx.generator, noise=self.options.noise)

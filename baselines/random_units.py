@@ -37,6 +37,7 @@ class RandomRule(Rule):
 class RandomUnits(ScheduledGrowth):
     """Toy example: new units with random fan-in and zero fan-out (README: adding a method)."""
     Options = RandomUnitsOptions
+    role = "example"  # listed in no report table
 
     def rule(self, ctx, step):
         return RandomRule(ctx.generator, self.options.std)

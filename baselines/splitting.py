@@ -69,7 +69,6 @@ class SplittingOptions:
 class Splitting(PairGrower):
     """Splitting steepest descent: split the units whose splitting matrix has the most negative eigenvalue."""
     Options = SplittingOptions
-    tables = ("main",)
     original_optimizer = "reset"
 
     def grow_pairs(self, ctx, step, pairs):

@@ -126,8 +126,22 @@ def progress_line(spec: RunSpec, rd: RunDir, started: float, first_epoch: int) -
     return f"{rd.path.name}: epoch {done}/{spec.epochs}{acc}{eta}"
 
 
+SUBJECT_MAX = 72  # git's one-line log: a longer first line moves whole into the body
+
+
+def commit_message(message: str) -> str:
+    """``message`` with a first line of at most SUBJECT_MAX characters: a longer one is cut at a word
+    and given again in full below it."""
+    subject, _, rest = message.partition("\n")
+    if len(subject) <= SUBJECT_MAX:
+        return message
+    cut = subject[:SUBJECT_MAX - 3].rsplit(" ", 1)[0]
+    return f"{cut}...\n\n{subject}" + (f"\n{rest}" if rest else "")
+
+
 def git_commit(paths: list[Path], message: str, log=print) -> bool:
     """Commit these paths only (whatever else is staged stays staged); retried while git is busy."""
+    message = commit_message(message)
     existing = [str(p) for p in paths if p.exists()]
     if not existing:
         return False
@@ -139,7 +153,7 @@ def git_commit(paths: list[Path], message: str, log=print) -> bool:
                 return False  # nothing new
             out = subprocess.run(["git", "commit", "-q", "-m", message, "--", *existing], capture_output=True, text=True)
             if out.returncode == 0:
-                log(f"committed: {message}")
+                log(f"committed: {message.splitlines()[0]}")
                 return True
             err = out.stderr.strip()
         else:
@@ -232,7 +246,7 @@ def run_campaign(suite: str, preset: str | None, overrides: dict, work_dir: str 
                     finished.append(dest.name)
                     log(f"{dest.name}: complete, test acc {acc:.4f} ({(now - w.started) / 3600:.2f} h here); moved to {dest}")
                     if commit_every:
-                        git_commit(commit_paths, f"Campaign {suite}: {dest.name} complete ({acc * 100:.2f} %)", log)
+                        git_commit(commit_paths, f"{suite}: {dest.name} done, {acc * 100:.2f} %", log)
                         last_commit = now
                 elif stopping:
                     log(progress_line(w.spec, rd, w.started, w.first_epoch) + "; stopped, resumes from its checkpoint")
@@ -246,9 +260,9 @@ def run_campaign(suite: str, preset: str | None, overrides: dict, work_dir: str 
                 stopping = True
                 queue.clear()
             if commit_every and now - last_commit >= commit_every * 60 and running:
-                git_commit(commit_paths, f"Campaign {suite}: checkpoints of "
-                           + ", ".join(f"{config.run_id(w.spec)} (epoch {_epochs_done(RunDir(work / config.run_id(w.spec)))})"
-                                       for w in running.values()), log)
+                git_commit(commit_paths, f"Campaign {suite}: checkpoints of {len(running)} runs\n\n"
+                           + "\n".join(f"{config.run_id(w.spec)}: epoch {_epochs_done(RunDir(work / config.run_id(w.spec)))}"
+                                        for w in running.values()), log)
                 last_commit = now
     except KeyboardInterrupt:
         log("interrupted: stopping the workers (each keeps its last checkpoint)")

@@ -206,12 +206,12 @@ def torch_device(name: str):
 
 def cmd_list(args) -> int:
     from bench import methods
-    from bench.models import ARCHS
+    from bench.models import REGISTRY
 
     print("methods (--method NAME; a method's options: --options.NAME VALUE):")
     for name in methods.METHODS:
         print(methods.describe(name))
-    print("archs:   " + ", ".join(ARCHS))
+    print("archs:   " + ", ".join(REGISTRY))
     print("datasets: " + ", ".join(config.choices("dataset")))
     print("presets: " + ", ".join(config.load_presets()))
     print("suites:  " + ", ".join(config.load_suites()))

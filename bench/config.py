@@ -239,12 +239,12 @@ def _merge(base: dict, over: dict) -> dict:
 
 
 def make_spec(preset: str | None = None, **overrides: Any) -> RunSpec:
-    """Resolve a RunSpec: dataclass defaults <- preset <- preset's per-dataset block <- its per-arch
-    block <- its per-method block <- overrides.
+    """Resolve a RunSpec: dataclass defaults <- preset <- preset's per-dataset block <- the arch's recipe
+    for the preset (its model file) <- the preset's per-arch block <- its per-method block <- overrides.
 
     Overrides may use dotted names for nested sections (``**{"growth.p_c": 0.3}``)."""
     from bench.methods import method_class
-    from bench.models import ARCHS
+    from bench.models import REGISTRY
 
     values: dict[str, Any] = {}
     over = _nest(overrides)
@@ -261,6 +261,8 @@ def make_spec(preset: str | None = None, **overrides: Any) -> RunSpec:
         values = _merge(values, per_dataset.get(dataset, {}))
         # an architecture's training recipe (LR, warm-up), shared by every method that trains it
         arch = over.get("arch", values.get("arch", RunSpec.arch))
+        if arch in REGISTRY:  # an unknown arch is refused below, with the accepted ones
+            values = _merge(values, REGISTRY[arch].recipe.get(preset, {}))
         values = _merge(values, per_arch.get(arch, {}))
         # a method's budgets for this preset (the smoke preset cuts the gradient growers' to its size)
         values = _merge(values, per_method.get(over.get("method", values.get("method", RunSpec.method)), {}))
@@ -268,8 +270,8 @@ def make_spec(preset: str | None = None, **overrides: Any) -> RunSpec:
     spec = dataclasses.replace(_build(RunSpec, values), preset=preset or "")
     resolve_device(spec)  # --device cuda without CUDA: refused here, before anything runs
     spec = resolve(spec)
-    if spec.arch not in ARCHS:
-        raise ConfigError(f"arch: {spec.arch!r} not accepted; accepted values: {', '.join(ARCHS)}")
+    if spec.arch not in REGISTRY:
+        raise ConfigError(f"arch: {spec.arch!r} not accepted; accepted values: {', '.join(REGISTRY)}")
     from bench.models import base_widths
     narrowest = min(base_widths(spec.arch).values())
     if round(narrowest * spec.width_mult) < 1:

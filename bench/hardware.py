@@ -8,7 +8,7 @@
            it, and ``torch.ops.mkldnn._is_mkldnn_bf16_supported`` is true on any AVX-512 CPU, where
            bf16 is emulated). Without native kernels bf16 is emulated, about 10x slower than fp32.
 ``channels_last: auto``  on the CPU always: oneDNN's convolutions are faster in channels_last in fp32
-    and in native bf16 (measured on AVX2, AVX-512-BF16 and AMX: README); on CUDA with bf16 (tensor
+    and in native bf16 (measured on AVX2, AVX-512-BF16 and AMX: docs/measurements.md); on CUDA with bf16 (tensor
     cores read NHWC), not in fp32.
 ``channels_last_align: auto``  16 where the bf16 kernels are AMX (there bf16 channels_last is up to 3x
     slower than NCHW at widths that are not multiples of 16), else 0 (channels_last at every width:

@@ -52,17 +52,20 @@ def method_traits(name: str) -> dict:
 
 
 def create(spec) -> Method:
-    """The method of ``spec``, given what it needs from the harness: target widths and a FLOP counter."""
+    """The method of ``spec``, given what it needs from the run (growth/api.py MethodSetup): target widths,
+    a FLOP counter, epochs, batch size, the growth schedule and the method's own options."""
     from bench.flops import run_flops
     from bench.models import scaled_widths
 
-    return method_class(spec.method)(MethodSetup(spec, scaled_widths(spec.arch, spec.width_mult), run_flops(spec)))
+    setup = MethodSetup(target=scaled_widths(spec.arch, spec.width_mult), flops=run_flops(spec), epochs=spec.epochs,
+                        batch_size=spec.batch_size, schedule=spec.growth, options=spec.options)
+    return method_class(spec.method)(setup)
 
 
 def describe(name: str) -> str:
     """A method's entry in ``python -m bench list``: summary, traits and options with their defaults."""
     t = method_traits(name)
-    flags = [k for k in ("grows", "uses_lra") if t[k]] + ([f"role={t['role']}"] if t["role"] else [])
+    flags = [k for k in ("grows", "uses_lra") if t[k]] + ([f"role={t['role']}"] if t["role"] != "baseline" else [])
     if t["original_optimizer"]:
         flags.append(f"optimizer={t['original_optimizer']}")
     lines = [f"  {name:15s} {t['summary']}" + (f" [{', '.join(flags)}]" if flags else "")]

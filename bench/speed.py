@@ -131,17 +131,16 @@ def _batch(batch: int, device, size: int, k: int, channels_last: bool, seed: int
     return x, torch.randint(0, k, (batch,), generator=g).to(device)
 
 
-def _steps(model, opt, x, y, spec, device, n: int, slowdown: int = 1) -> float:
-    """Mean seconds of ``n`` training steps (``slowdown`` > 1 repeats each step's work: a test hook)."""
+def _steps(model, opt, x, y, spec, device, n: int) -> float:
+    """Mean seconds of ``n`` training steps."""
     synchronize(device)
     t = time.perf_counter()
     for _ in range(n):
-        for _ in range(slowdown):
-            with autocast(spec, device):
-                loss = F.cross_entropy(model(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+        with autocast(spec, device):
+            loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
     synchronize(device)
     return (time.perf_counter() - t) / n
 
@@ -153,14 +152,12 @@ def _trainable(spec: RunSpec, widths: dict, device) -> tuple[torch.nn.Module, SG
     return m.train(), SGD(m.parameters(), lr=1e-3, momentum=spec.momentum, weight_decay=spec.weight_decay)
 
 
-def measure(spec: RunSpec, rounds: int = 5, steps: int = 10, warmup: int = 3, threads: int = 1,
-            slow_stage: int | None = None) -> SpeedReport:
+def measure(spec: RunSpec, rounds: int = 5, steps: int = 10, warmup: int = 3, threads: int = 1) -> SpeedReport:
     """Step times per stage of ``spec``'s growth schedule (stage N = the full width) and growth costs.
 
     Each stage is timed twice, interleaved: the model a run steps there (stage t >= 1: a stage t-1
     model grown by one VT step, surgery + placement + optimizer rebuild, as the loop does) and a
-    model built fresh at the same widths, its undisturbed reference. ``slow_stage`` doubles the work
-    of that grown stage (a test hook: it proves the gate catches a slowed grown stage)."""
+    model built fresh at the same widths, its undisturbed reference."""
     device = resolve_device(spec)
     if device.type == "cpu" and threads:
         torch.set_num_threads(threads)
@@ -175,7 +172,7 @@ def measure(spec: RunSpec, rounds: int = 5, steps: int = 10, warmup: int = 3, th
     full_b, full_w = spec.batch_size, sched.widths[-1]
     # The large run's step, measured first, before any other model runs in this process. A process
     # that has stepped models of many widths runs the full-width one 5-10 % slower (cause not found;
-    # a real grown run pays it too: README), while the large run trains alone in its process.
+    # a real grown run pays it too: docs/measurements.md), while the large run trains alone in its process.
     large, large_opt = _trainable(spec, full_w, device)
     large_step, large_data = compile_model(large, spec), _batch(full_b, device, size, k, use_channels_last(spec, full_w))
     _steps(large_step, large_opt, *large_data, spec, device, 1 + warmup)
@@ -207,17 +204,17 @@ def measure(spec: RunSpec, rounds: int = 5, steps: int = 10, warmup: int = 3, th
     runs = []
     for i, is_fresh in order:
         m, o = (fresh if is_fresh else grown)[i]
-        runs.append((compile_model(m, spec), o, data[i], 2 if i == slow_stage and not is_fresh else 1))
+        runs.append((compile_model(m, spec), o, data[i]))
     compile_s = []
-    for (m, o, (x, y), _), (_, is_fresh) in zip(runs, order):  # warm-up, off the clock
+    for (m, o, (x, y)), (_, is_fresh) in zip(runs, order):  # warm-up, off the clock
         first = _steps(m, o, x, y, spec, device, 1)
         if spec.compile and not is_fresh:  # the grown models' compile seconds, one per stage
             compile_s.append(first)
         _steps(m, o, x, y, spec, device, warmup)
     per_round = [[] for _ in runs]
     for _ in range(rounds):  # interleaved: drift on a shared machine hits every model alike
-        for i, (m, o, (x, y), slowdown) in enumerate(runs):
-            per_round[i].append(_steps(m, o, x, y, spec, device, steps, slowdown))
+        for i, (m, o, (x, y)) in enumerate(runs):
+            per_round[i].append(_steps(m, o, x, y, spec, device, steps))
     grown_rounds = [t for t, (_, is_fresh) in zip(per_round, order) if not is_fresh]
     fresh_rounds = per_round[:1] + [t for t, (_, is_fresh) in zip(per_round, order) if is_fresh]
     return SpeedReport(
@@ -304,10 +301,9 @@ def to_json(reports: list[SpeedReport]) -> str:
 
 # -- CI regression gate ------------------------------------------------------------------------
 BASELINE_FILE = "tests/regression/speed_baseline.json"
-# presets x archs whose training-cost fraction is pinned (exact: from FLOP counts, any hardware)
-COST_CASES = [("quick", "resnet20", "cifar10"), ("quick", "vgg11", "cifar10"), ("quick", "mobilenet_v1", "cifar10"),
-              ("paper", "resnet20", "cifar10"), ("paper", "vgg11", "cifar10"), ("paper", "mobilenet_v1", "cifar10"),
-              ("paper", "resnet18", "cifar100")]
+# presets whose training-cost fraction of the paper's method is pinned (exact: from FLOP counts, any
+# hardware), on every CIFAR setting a model declares (its ``datasets``)
+COST_PRESETS = ("quick", "paper")
 # small sizes for the measured gate: seconds on a 2-core CPU; precision and memory format resolve
 # for the hardware (auto), so the measured ratios belong to the hardware's fingerprint
 CI_SPEED = {"preset": "quick", "archs": ("resnet20", "vgg11"), "batch_size": 32, "rounds": 5, "steps": 5}
@@ -327,19 +323,27 @@ MIN_SPEEDUP = 1.0
 UPDATE_HINT = "python -m bench gate --update"
 
 
+def cost_cases() -> list[tuple[str, str, str]]:
+    """(preset, arch, dataset) of every pinned training-cost fraction."""
+    from bench.models import REGISTRY
+
+    return [(p, a, d) for p in COST_PRESETS for a, m in REGISTRY.items() for d in m.datasets if d.startswith("cifar")]
+
+
 def cost_fractions() -> dict[str, float]:
     from bench.config import make_spec
 
-    return {f"{p}/{a}/{d}": cost_fraction(make_spec(p, method=by_role("paper"), arch=a, dataset=d)) for p, a, d in COST_CASES}
+    return {f"{p}/{a}/{d}": cost_fraction(make_spec(p, method=by_role("paper"), arch=a, dataset=d))
+            for p, a, d in cost_cases()}
 
 
-def ci_speed_reports(slow_stage: int | None = None, archs: tuple[str, ...] | None = None) -> dict[str, SpeedReport]:
+def ci_speed_reports(archs: tuple[str, ...] | None = None) -> dict[str, SpeedReport]:
     from bench.config import make_spec
 
     out = {}
     for arch in archs or CI_SPEED["archs"]:
         spec = make_spec(CI_SPEED["preset"], method=by_role("paper"), arch=arch, batch_size=CI_SPEED["batch_size"], device="cpu")
-        out[arch] = measure(spec, rounds=CI_SPEED["rounds"], steps=CI_SPEED["steps"], threads=1, slow_stage=slow_stage)
+        out[arch] = measure(spec, rounds=CI_SPEED["rounds"], steps=CI_SPEED["steps"], threads=1)
     return out
 
 

@@ -41,7 +41,7 @@ from bench.flops import CONVENTION, step_flops
 from bench.hardware import resolve_device
 from bench.models import build
 from bench.optim import SGD, rebuild_optimizer
-from bench.records import CONFIG, HISTORY, RESULT, ForeignCheckpoint, ReaderRunDir, RunDir, RunDirError, environment
+from bench.records import CONFIG, RESULT, ForeignCheckpoint, ReaderRunDir, RunDir, RunDirError, environment
 from bench.timing import SectionTimer, synchronize
 from bench.tracking import make_tracker
 from growth.api import GrowthContext, GrowthEvent, Method, Multipliers
@@ -456,7 +456,6 @@ def _run(spec: RunSpec, rd: RunDir, progress: bool | None, log, world: World = S
         tracker.log_epoch(row)
         if (spec.checkpoint or epoch + 1 == spec.epochs) and world.main:
             save_checkpoint(live, st, rd)
-        preempt_for_tests(rd, st)
         st.times = live.timer.as_dict()
         log(f"[{rd.path.name}] epoch {epoch + 1}/{spec.epochs} stage {st.stage} loss {train_loss:.4f} "
             f"test_acc {test_acc:.4f} lr {lr:.4g} ({time.perf_counter() - t_epoch:.1f}s)")
@@ -465,23 +464,6 @@ def _run(spec: RunSpec, rd: RunDir, progress: bool | None, log, world: World = S
     result = build_result(live, st, data_source, mode, setup_seconds)
     rd.write_result(result)
     return result
-
-
-PREEMPT_ENV = "GROWBENCH_TEST_PREEMPT"  # "<run id prefix>@<epoch>": the launcher tests' preemption
-
-
-def preempt_for_tests(rd: RunDir, st: LoopState) -> None:
-    """For the launcher tests only: the run whose id starts with the prefix in $GROWBENCH_TEST_PREEMPT
-    sends itself SIGUSR2 (the signal Slurm and submitit use for a time-out or preemption) once, right
-    after the checkpoint of the given epoch, in its first attempt: a deterministic mid-run preemption."""
-    target = os.environ.get(PREEMPT_ENV)
-    if not target or st.resumes or isinstance(rd, ReaderRunDir):  # several processes: rank 0 after its checkpoint
-        return
-    prefix, _, at = target.rpartition("@")
-    if rd.path.name.startswith(prefix) and st.epoch == int(at):
-        import signal
-
-        os.kill(os.getpid(), signal.SIGUSR2)
 
 
 def start_or_resume(spec: RunSpec, rd: RunDir, device, train_loader, test_loader, log,

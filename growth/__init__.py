@@ -1,5 +1,9 @@
 """Growth machinery shared by every grower, and the paper's method. A library: it imports only torch.
 
+Any nn.Module that declares its width structure can grow: ``widths`` (group -> int), ``channel_groups()``
+(growth/widths.py), ``birth(group)``/``set_birth(group, tags)`` and ``fixed_dims()``. The harness's models
+(bench/models) are such modules; tests/test_growth_standalone.py grows one written from scratch.
+
     import torch
     from bench.models import build
     import growth
@@ -25,7 +29,7 @@ RULES: dict[str, type[Rule]] = {"vt": VarianceTransfer, "net2net": ReplicationRu
 
 def grow(model: nn.Module, new_widths: dict[str, int], rule: str | Rule = "vt",
          generator: torch.Generator | None = None, stage: int | None = None, **options) -> nn.Module:
-    """Widen ``model`` (built by ``bench.models.build``) in place to ``new_widths`` with a named growth
+    """Widen ``model`` (a module declaring its channel groups) in place to ``new_widths`` with a named growth
     rule (``options`` go to the rule, e.g. ``rescale=False``); new channels are tagged with ``stage``
     (default: one past the latest). Rebuild the optimizer afterwards (``bench.optim.rebuild_optimizer``)."""
     if isinstance(rule, str):

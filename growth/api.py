@@ -6,7 +6,7 @@ A method is a class with a name in the harness's registry (bench/methods.py). It
                 values, limits); the config validates them and the CLI offers them as --options.NAME
     traits      grows (changes width during training), uses_lra (per-stage LR multipliers),
                 original_optimizer (optimizer state at growth in the method's own code), role
-                (``target``: the full-size model the others are compared with)
+                (what it is in a comparison; the reports choose their rows from it)
 
 and may override
 
@@ -17,7 +17,7 @@ and may override
 
 The loop owns everything else (optimizer, LR schedule, precision, evaluation, accounting,
 checkpoints). This module imports only torch: what a method needs from the harness (target
-widths, FLOPs of a pass) is handed to it in a MethodSetup or GrowthContext.
+widths, the schedule, FLOPs of a pass) is handed to it in a MethodSetup or GrowthContext.
 """
 from __future__ import annotations
 
@@ -29,20 +29,8 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
-
-def option(default: Any, doc: str, *, choices: tuple | None = None, low: float | None = None,
-           high: float | None = None, low_open: bool = False) -> Any:
-    """A documented config field: ``choices`` its allowed values, ``low``/``high`` its limits
-    (``low_open``: the lower limit itself is refused). The config validates it; the CLI shows ``doc``."""
-    meta = {"doc": doc, "choices": choices, "low": low, "high": high, "low_open": low_open}
-    if isinstance(default, (list, dict, set)):
-        raise TypeError("option defaults must be immutable (use a tuple)")
-    return field(default=default, metadata=meta)
-
-
-@dataclass(frozen=True)
-class NoOptions:
-    """A method without options of its own."""
+from growth.options import NoOptions, option  # noqa: F401  (methods import option from here)
+from growth.schedule import ScheduleOptions
 
 
 FlopsFn = Callable[[dict[str, int], int, bool], int]  # (widths, images, with backward) -> FLOPs of one pass
@@ -50,10 +38,14 @@ FlopsFn = Callable[[dict[str, int], int, bool], int]  # (widths, images, with ba
 
 @dataclass(frozen=True)
 class MethodSetup:
-    """What the harness hands a method when it is made."""
-    spec: Any  # the RunSpec: epochs, batch_size, growth (the shared schedule), options (this method's)
+    """All a method reads of the run it is part of, built by the harness when the method is made. Nothing
+    else of the harness's configuration reaches growth/, so growth/ can be used without it."""
     target: dict[str, int]  # the full widths the run grows to (or trains at)
     flops: FlopsFn  # FLOPs of a forward (+ backward) pass of the run's architecture at some widths
+    epochs: int  # training epochs of the run
+    batch_size: int  # the run's training batch size (batch adaptation scales it per stage)
+    schedule: ScheduleOptions = ScheduleOptions()  # the shared growth schedule every grower follows
+    options: object = None  # an instance of the method's Options dataclass; None: its defaults
 
 
 class Tally:
@@ -117,13 +109,17 @@ class Method:
     grows = False
     uses_lra = False
     original_optimizer: str | None = None  # carry | reset; None: never grows
-    role = ""  # "target": the full-size model every other method is compared with; "paper": the paper's method
-    tables: tuple[str, ...] = ()  # the report tables that list it: main, ablation, wallclock
+    # target: the full-size model every other method is compared with (one method) | paper: the paper's method
+    # (one) | ablation: the paper's method with parts removed | baseline: another method compared with it |
+    # example: a demonstration, compared with nothing
+    role = "baseline"
 
     def __init__(self, setup: MethodSetup):
         self.setup = setup
-        self.spec = setup.spec
-        self.options = getattr(setup.spec, "options", None) or self.Options()
+        self.options = self.Options() if setup.options is None else setup.options
+        if not isinstance(self.options, self.Options):
+            raise TypeError(f"{type(self).__name__} takes {self.Options.__name__}, "
+                            f"not {type(self.options).__name__}")
 
     def target_widths(self) -> dict[str, int]:
         return dict(self.setup.target)
@@ -136,7 +132,7 @@ class Method:
 
     def batch_size(self, epoch: int) -> int:
         """Training batch size for this epoch (batch-size adaptation changes it with the width)."""
-        return self.spec.batch_size
+        return self.setup.batch_size
 
     # recompute lr_multipliers before every step instead of once per epoch
     multipliers_every_step = False
@@ -160,5 +156,5 @@ class Method:
 def traits(cls: type[Method]) -> dict:
     """A method class's traits, as the config, the CLI and the reports read them."""
     return {"grows": cls.grows, "uses_lra": cls.uses_lra, "original_optimizer": cls.original_optimizer,
-            "role": cls.role, "tables": cls.tables, "options": [f.name for f in dataclasses.fields(cls.Options)],
+            "role": cls.role, "options": [f.name for f in dataclasses.fields(cls.Options)],
             "summary": (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""}

@@ -36,9 +36,8 @@ class ScheduledGrowth(Method):
 
     def __init__(self, setup: MethodSetup):
         super().__init__(setup)
-        spec = setup.spec
-        self.schedule = make_schedule(setup.target, spec.growth, spec.epochs)
-        self.batches = batch_schedule(self.schedule, spec.batch_size, spec.growth,
+        self.schedule = make_schedule(setup.target, setup.schedule, setup.epochs)
+        self.batches = batch_schedule(self.schedule, setup.batch_size, setup.schedule,
                                       lambda widths: setup.flops(widths, 1, False))
 
     def start_widths(self) -> dict[str, int]:
@@ -54,7 +53,7 @@ class ScheduledGrowth(Method):
         pass
 
     def optimizer_policy(self) -> str:
-        policy = self.spec.growth.optimizer
+        policy = self.setup.schedule.optimizer
         return self.original_optimizer if policy == "method" else policy
 
     def before_epoch(self, ctx: GrowthContext) -> GrowthEvent | None:
@@ -74,8 +73,8 @@ class ScheduledGrowth(Method):
         return self.batches[epoch]
 
     def lr_multipliers(self, model, epoch):
-        factor = self.batches[epoch] / self.spec.batch_size
-        if self.spec.growth.batch_lr_scaling and factor != 1:  # linear scaling rule, an option
+        factor = self.batches[epoch] / self.setup.batch_size
+        if self.setup.schedule.batch_lr_scaling and factor != 1:  # linear scaling rule, an option
             return {name: factor for name, _ in model.named_parameters()}
         return None
 

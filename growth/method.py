@@ -65,19 +65,19 @@ class VTGrowth(ScheduledGrowth):
 
 class Growing(VTGrowth):
     """Ablation: paired new units only (no variance rescaling, no LR adaptation)."""
-    tables = ("ablation",)
+    role = "ablation"
     RESCALE, LRA = False, False
 
 
 class GrowingVRS(VTGrowth):
     """Ablation: paired new units with variance rescaling."""
-    tables = ("ablation",)
+    role = "ablation"
     RESCALE, LRA = True, False
 
 
 class GrowingLRA(VTGrowth):
     """Ablation: paired new units with learning-rate adaptation."""
-    tables = ("ablation",)
+    role = "ablation"
     RESCALE, LRA = False, True
     uses_lra = True
 
@@ -87,4 +87,3 @@ class Full(VTGrowth):
     RESCALE, LRA = True, True
     uses_lra = True
     role = "paper"
-    tables = ("main", "main+ba", "ablation", "wallclock", "wallclock+ba")

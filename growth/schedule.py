@@ -13,7 +13,7 @@ import bisect
 from dataclasses import dataclass
 from typing import Callable
 
-from growth.api import option
+from growth.options import option
 
 
 @dataclass(frozen=True)

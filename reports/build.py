@@ -12,18 +12,6 @@ from bench.records import umask
 from reports import figures, tables
 from reports.load import load_runs
 
-TABLES = {
-    "ablation": ("T1. Ablation (docs/method.md §9.1): pairing only, + variance rescaling, + learning-rate adaptation, "
-                 "both, the large model and Net2Net; paper values from the growing_wiki (secondary)",
-                 tables.ablation_table),
-    "main": ("T2. Main comparison: training cost (% of the large model's FLOPs; with growth overhead in brackets), "
-             "test accuracy (mean ± std (n seeds)), difference to the large model with its 95 % interval",
-             tables.main_table),
-    "wallclock": ("Wall-clock: large, full, full with batch-size adaptation (speed-ups only between runs on "
-                  "one device and mode)", tables.wallclock_table),
-}
-
-
 MARKER = ".growbench-report"  # in every report folder: the only folders a build replaces
 
 
@@ -130,12 +118,12 @@ def _build(results_dir: Path, out: Path, include_smoke: bool = False) -> dict:
     notes = caveats(results_dir, runs, incomplete, smoke, include_smoke, sources)
     made["notes"], made["provenance"] = notes, provenance(runs, results)
     md = ["# growbench report", ""] + [x for n in notes for x in (n, "")]
-    for name, (caption, fn) in TABLES.items():
-        df = fn(runs)
+    for name, table in tables.TABLES.items():
+        caption, df = table.caption, table.build(runs)
         (out / "tables" / f"{name}.csv").write_text(tables.to_csv(df))  # every cell's numbers and runs
         made["tables"][name] = df
         md += [f"## {caption}", ""]
-        shaped = tables.wide(df) if name != "wallclock" else []
+        shaped = tables.wide(df) if table.paper_shape else []
         for i, (proto, data, w) in enumerate(shaped):  # the paper's layout, one table per protocol
             suffix = "" if i == 0 else f"_{i + 1}"
             (out / "tables" / f"{name}{suffix}_wide.csv").write_text(tables.wide_to_csv(w))
@@ -195,8 +183,8 @@ def _html(made, runs, incomplete, sources, out_dir: Path) -> str:
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>growbench report</title><style>{css}</style>"
              "</head><body><h1>growbench report</h1>",
              "<div class='notes'>" + "".join(f"<p>{_md_inline(n)}</p>" for n in made["notes"]) + "</div>"]
-    for name, (caption, _) in TABLES.items():
-        parts.append(f"<h2>{html.escape(caption)}</h2>")
+    for name, table in tables.TABLES.items():
+        parts.append(f"<h2>{html.escape(table.caption)}</h2>")
         shaped = [k for k in made["tables"] if k.startswith(name) and k.endswith("_wide")]
         for k in shaped:  # the paper's layout: a column group per setting
             parts.append(made["tables"][k].to_html(escape=True, classes="wide", index_names=False))

@@ -17,19 +17,7 @@ def traits(method: str) -> dict:
     """A method's traits (growth/api.py) from the registry; a method no longer registered has none."""
     from bench.methods import METHODS, method_traits
 
-    return method_traits(method) if method in METHODS else {"grows": False, "uses_lra": False, "role": "", "tables": ()}
-
-
-def table_methods(table: str) -> list[str]:
-    """The methods a report table lists (each method's ``tables`` trait), in registry order; "TABLE+ba"
-    in the trait adds the method's batch-size-adapted variant after it."""
-    from bench.methods import METHODS
-
-    rows = []
-    for m in METHODS:
-        t = traits(m)["tables"]
-        rows += ([m] if table in t else []) + ([m + "+ba"] if table + "+ba" in t else [])
-    return rows
+    return method_traits(method) if method in METHODS else {"grows": False, "uses_lra": False, "role": ""}
 
 
 def target_method() -> str:

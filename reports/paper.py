@@ -30,12 +30,14 @@ _ABLATION = {  # method: (ResNet-20/C-10 mean, std, ResNet-18/C-100 mean, std)
     "large": (92.62, 0.15, 78.36, 0.12),
 }
 
+ABLATION_ROWS = tuple(_ABLATION)  # the methods the paper's ablation table lists
+ABLATION_SETTINGS = ("resnet20/cifar10", "resnet18/cifar100")  # its settings
+
 VALUES: list[PaperValue] = []
 for _m, (_a, _sa, _b, _sb) in _ABLATION.items():
-    VALUES += [PaperValue("resnet20/cifar10", _m, "accuracy", _a, "secondary", WIKI),
-               PaperValue("resnet20/cifar10", _m, "accuracy_std", _sa, "secondary", WIKI),
-               PaperValue("resnet18/cifar100", _m, "accuracy", _b, "secondary", WIKI),
-               PaperValue("resnet18/cifar100", _m, "accuracy_std", _sb, "secondary", WIKI)]
+    for _setting, _mean, _std in zip(ABLATION_SETTINGS, (_a, _b), (_sa, _sb)):
+        VALUES += [PaperValue(_setting, _m, "accuracy", _mean, "secondary", WIKI),
+                   PaperValue(_setting, _m, "accuracy_std", _std, "secondary", WIKI)]
 VALUES += [
     PaperValue("resnet18/cifar100", "full", "speedup", 1.2, "secondary",
                "growing_wiki 'When to stop' (docs/method.md §9.2)",

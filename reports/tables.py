@@ -7,15 +7,16 @@ ordered, so the same run set always gives byte-identical CSV files.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Callable
 
 import pandas as pd
 
-from reports import stats
-from reports.load import table_methods, target_method
+from reports import paper, stats
+from reports.load import target_method, traits
 from reports.paper import lookup
 
 NOT_RUN = "not run"
-PAPER_SETTING = {"resnet20/cifar10", "resnet18/cifar100"}
 
 
 def _fmt(x: float, digits: int = 2) -> str:
@@ -141,23 +142,24 @@ def settings_of(runs: pd.DataFrame, default: tuple[str, str, str]) -> list[tuple
 
 
 def main_table(runs):
-    return comparison(runs, table_methods("main"), settings_of(runs, ("resnet20/cifar10", "not run", "")))
+    return comparison(runs, rows_of("main"), settings_of(runs, ("resnet20/cifar10", "not run", "")))
 
 
 def ablation_table(runs):
-    sel = runs[runs.setting.isin(PAPER_SETTING)] if not runs.empty else runs
-    return comparison(sel, table_methods("ablation"), settings_of(sel, ("resnet20/cifar10", "not run", "")))
+    """Only the settings of the paper's ablation table."""
+    sel = runs[runs.setting.isin(paper.ABLATION_SETTINGS)] if not runs.empty else runs
+    return comparison(sel, rows_of("ablation"), settings_of(sel, ("resnet20/cifar10", "not run", "")))
 
 
 def wallclock_table(runs) -> pd.DataFrame:
     sp = speedups(runs)
     rows = []
     # a machine on which none of these methods ran (only growers, say) adds no rows of "not run"
-    timed = runs[runs.method.isin(table_methods("wallclock"))] if not runs.empty else runs
+    timed = runs[runs.method.isin(rows_of("wallclock"))] if not runs.empty else runs
     groups = sorted({(r.setting, r.protocol, r.data_source, r.device, r.mode) for r in timed.itertuples()}) \
         if not timed.empty else [("resnet20/cifar10", "not run", "", "", "")]
     for setting, proto, source, device, mode in groups:
-        for m in table_methods("wallclock"):
+        for m in rows_of("wallclock"):
             t = sp[(sp.setting == setting) & (sp.protocol == proto) & (sp.device == device) & (sp["mode"] == mode)
                    & (sp.method == m)] if not sp.empty else sp
             acc = runs[(runs.setting == setting) & (runs.protocol == proto) & (runs.method == m)
@@ -179,6 +181,45 @@ def wallclock_table(runs) -> pd.DataFrame:
                          "paper_speedup": f"{p:.1f}x" if p else "", "paper_provenance": prov,
                          "run_ids": " ".join(sorted(acc.run_id)) if len(acc) else ""})
     return pd.DataFrame(rows)
+
+
+@dataclass(frozen=True)
+class Table:
+    """A report table: which methods it lists, chosen by their role (growth/api.py Method.role), so that a
+    new method needs no report edit; ``paper_rows``: methods it lists because the paper's table has them."""
+    caption: str
+    build: Callable[[pd.DataFrame], pd.DataFrame]
+    roles: tuple[str, ...]
+    paper_rows: tuple[str, ...] = ()
+    batch_adapted: bool = False  # the paper's method with batch-size adaptation follows it as a row of its own
+    paper_shape: bool = True  # also in the paper's layout (a column group per setting)
+
+
+TABLES = {
+    "ablation": Table("T1. Ablation (docs/method.md §9.1): pairing only, + variance rescaling, + learning-rate "
+                      "adaptation, both, the large model and Net2Net; paper values from the growing_wiki (secondary)",
+                      ablation_table, roles=("target", "ablation", "paper"), paper_rows=paper.ABLATION_ROWS),
+    "main": Table("T2. Main comparison: training cost (% of the large model's FLOPs; with growth overhead in "
+                  "brackets), test accuracy (mean ± std (n seeds)), difference to the large model with its 95 % "
+                  "interval", main_table, roles=("target", "paper", "baseline"), batch_adapted=True),
+    "wallclock": Table("Wall-clock: large, full, full with batch-size adaptation (speed-ups only between runs on "
+                       "one device and mode)", wallclock_table, roles=("target", "paper"), batch_adapted=True,
+                       paper_shape=False),
+}
+
+
+def rows_of(table: str) -> list[str]:
+    """The methods ``table`` lists, in registry order; "+ba" marks the batch-size-adapted variant."""
+    from bench.methods import METHODS
+
+    t, rows = TABLES[table], []
+    for m in METHODS:
+        role = traits(m)["role"]
+        if role in t.roles or m in t.paper_rows:
+            rows.append(m)
+        if role == "paper" and t.batch_adapted:
+            rows.append(m + "+ba")
+    return rows
 
 
 def to_csv(df: pd.DataFrame) -> str:
@@ -214,10 +255,27 @@ def to_latex(df: pd.DataFrame, caption: str, drop=("run_ids", "config_hashes")) 
 
 
 # -- the paper's layout: methods as rows, settings as column groups -----------------------------------
-SETTING_NAMES = {"resnet20/cifar10": "ResNet-20 / CIFAR-10", "vgg11/cifar10": "VGG-11 / CIFAR-10",
-                 "mobilenet_v1/cifar10": "MobileNetV1 / CIFAR-10", "resnet18/cifar100": "ResNet-18 / CIFAR-100",
-                 "resnet50/imagenet": "ResNet-50 / ImageNet",
-                 "mobilenet_v1_imagenet/imagenet": "MobileNetV1 / ImageNet"}
+def setting_name(setting: str) -> str:
+    """"resnet20/cifar10" as the tables name it ("ResNet-20 / CIFAR-10"), from the model's file and the
+    dataset's entry (bench/data.py); a setting of an unregistered model keeps its raw name."""
+    from bench.data import DISPLAY_NAMES
+    from bench.models import REGISTRY
+
+    arch, _, dataset = setting.partition("/")
+    if arch not in REGISTRY or dataset not in DISPLAY_NAMES:
+        return setting
+    return f"{REGISTRY[arch].display_name} / {DISPLAY_NAMES[dataset]}"
+
+
+def setting_order(setting: str) -> tuple:
+    """Settings in registry order of their models (bench/models), datasets in their order there."""
+    from bench.data import DISPLAY_NAMES
+    from bench.models import REGISTRY
+
+    arch, _, dataset = setting.partition("/")
+    known = arch in REGISTRY and dataset in DISPLAY_NAMES
+    return (0, list(REGISTRY).index(arch), list(DISPLAY_NAMES).index(dataset), "") if known else (1, 0, 0, setting)
+
 WIDE_FIELDS = ("cost (%)", "accuracy (%)", "vs large (pts)", "paper (%)")
 
 
@@ -243,13 +301,12 @@ def wide(long: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]:
     (% of the large model; with growth overhead in brackets where it differs), accuracy (mean ± std
     (n)), the difference to the large model with its 95 % interval, and the paper's value."""
     out = []
-    order = list(SETTING_NAMES)
     for (proto, data), g in long.groupby(["protocol", "data"], sort=True):
         if (g.acc == NOT_RUN).all():
             continue
-        settings = sorted(set(g.setting), key=lambda s: (order.index(s) if s in order else len(order), s))
+        settings = sorted(set(g.setting), key=setting_order)
         methods = list(dict.fromkeys(g.method))
-        cols = pd.MultiIndex.from_tuples([(SETTING_NAMES.get(s, s), f) for s in settings for f in WIDE_FIELDS])
+        cols = pd.MultiIndex.from_tuples([(setting_name(s), f) for s in settings for f in WIDE_FIELDS])
         rows = []
         for m in methods:
             row = []

@@ -20,6 +20,19 @@ def cifar_dir() -> Path:
     return path
 
 
+@pytest.fixture
+def preempt_env():
+    """The environment under which the run whose id starts with PREFIX, in every Python process started
+    with it, sends itself SIGUSR2 (a time-out or preemption) after the checkpoint of EPOCH in its first
+    attempt (tests/preempt/sitecustomize.py): ``preempt_env(prefix, epoch) -> dict``."""
+    folder = Path(__file__).parent / "preempt"
+
+    def env(prefix: str, epoch: int) -> dict[str, str]:
+        path = os.pathsep.join(filter(None, [str(folder), os.environ.get("PYTHONPATH")]))
+        return {"PYTHONPATH": path, "GROWBENCH_PREEMPT_RUN": f"{prefix}@{epoch}"}
+    return env
+
+
 @pytest.fixture(autouse=True)
 def _threads():
     # the same thread count in every test: CPU float reductions then repeat exactly

@@ -138,3 +138,10 @@ def test_git_commit_commits_only_the_campaign_paths(tmp_path):
         os.chdir(cwd)
     assert git("show", "--name-only", "--format=%s", "HEAD").stdout.split() == ["Campaign:", "test", "campaign/checkpoint.pt"]
     assert git("diff", "--cached", "--name-only").stdout.split() == ["mine.txt"]  # still staged, not committed
+
+
+def test_commit_subjects_stay_under_72_characters():
+    long = "Campaign paper_resnet20: " + " ".join(f"large-resnet20-cifar10-s{i}-7deb9f039a (epoch 4{i})" for i in range(3))
+    subject, blank, full = campaign.commit_message(long).split("\n")
+    assert len(subject) <= campaign.SUBJECT_MAX and subject.endswith("...") and blank == "" and full == long
+    assert campaign.commit_message("short\n\nbody") == "short\n\nbody"

@@ -16,7 +16,7 @@ import torch
 
 from bench import config
 from bench.data import Split, TensorLoader
-from bench.train import PREEMPT_ENV, run
+from bench.train import run
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
 MLP_RUN = ["--preset", "smoke", "--method", "full", "--arch", "mlp", "--epochs", "4", "--deterministic", "true"]
@@ -105,12 +105,12 @@ def test_the_replica_check_stops_a_silent_divergence(tmp_path, cifar_dir):
     assert dumps_equal(tmp_path / "dump", 1) and not dumps_equal(tmp_path / "dump", 2)
 
 
-def test_killed_and_resumed_under_torchrun_equals_the_uninterrupted_run(two_ranks, cifar_dir, tmp_path):
+def test_killed_and_resumed_under_torchrun_equals_the_uninterrupted_run(two_ranks, cifar_dir, tmp_path, preempt_env):
     flags = [*MLP_RUN, "--data-dir", str(cifar_dir), "--out-dir", str(tmp_path / "out")]
-    killed = torchrun(tmp_path / "dump", flags, env={PREEMPT_ENV: f"{MLP_ID}@2"})  # after epoch 2's checkpoint
+    killed = torchrun(tmp_path / "dump", flags, env=preempt_env(MLP_ID, 2))  # after epoch 2's checkpoint
     assert killed.returncode != 0
     assert len(history(tmp_path / "out", MLP_ID)) == 2 and not (tmp_path / "out" / MLP_ID / "result.json").exists()
-    resumed = torchrun(tmp_path / "dump", flags, env={PREEMPT_ENV: f"{MLP_ID}@2"})
+    resumed = torchrun(tmp_path / "dump", flags, env=preempt_env(MLP_ID, 2))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming at epoch 2/4" in resumed.stdout
     result = json.loads((tmp_path / "out" / MLP_ID / "result.json").read_text())

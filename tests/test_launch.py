@@ -14,21 +14,19 @@ pytest.importorskip("submitit", reason="the local and Slurm launchers need the o
 
 
 @pytest.fixture
-def preempt_growing_run(monkeypatch):
-    """The growing run sends itself the time-out/preemption signal (SIGUSR2) after epoch 1 of its first
-    attempt (bench.train.preempt_for_tests; the jobs inherit the environment)."""
-    from bench.train import PREEMPT_ENV
-
-    monkeypatch.setenv(PREEMPT_ENV, "full-@1")
+def preempt_growing_run(monkeypatch, preempt_env):
+    """In the processes the launchers start (they inherit the environment), the growing run sends itself
+    the time-out/preemption signal (SIGUSR2) after epoch 1 of its first attempt (tests/preempt). This
+    process does not load it: the inline reference sweep runs uninterrupted."""
+    for k, v in preempt_env("full-", 1).items():
+        monkeypatch.setenv(k, v)
 
 
 def test_local_launcher_requeues_a_preempted_run_and_resumes_it(tmp_path, cifar_dir, preempt_growing_run):
     inline, local = tmp_path / "inline", tmp_path / "local"
     common = dict(data_dir=str(cifar_dir), threads=1)
-    os.environ.pop("GROWBENCH_TEST_PREEMPT")  # the inline reference sweep runs uninterrupted
     assert cli.main(["sweep", "launch_check", "--data-dir", str(cifar_dir), "--out-dir", str(inline),
                      "--threads", "1", "--progress", "off"]) == 0
-    os.environ["GROWBENCH_TEST_PREEMPT"] = "full-@1"
     specs = config.suite_specs("launch_check", None, out_dir=str(local), **common)
     jobs = launch.submit(specs, "local", str(local), max_parallel=2, log=lambda *a: None)
     assert {j.state for j in jobs.values()} == {"FINISHED"}
@@ -72,10 +70,8 @@ def slurm():
 @pytest.mark.slurm
 def test_slurm_launcher_runs_one_array_requeues_and_resumes(slurm, tmp_path, cifar_dir, capsys, preempt_growing_run):
     inline, out = tmp_path / "inline", tmp_path / "slurm"
-    os.environ.pop("GROWBENCH_TEST_PREEMPT")  # the inline reference sweep runs uninterrupted
     assert cli.main(["sweep", "launch_check", "--data-dir", str(cifar_dir), "--out-dir", str(inline),
                      "--threads", "1", "--progress", "off"]) == 0
-    os.environ["GROWBENCH_TEST_PREEMPT"] = "full-@1"  # sbatch exports the environment to the jobs
     assert cli.main(["sweep", "launch_check", "--launcher", "slurm", "--max-parallel", "2", "--cpus-per-task", "1",
                      "--time-min", "10", "--threads", "1", "--data-dir", str(cifar_dir), "--out-dir", str(out),
                      "--progress", "off"]) == 0

@@ -1,12 +1,13 @@
 import pytest
 import torch
 
-from bench.models import ARCHS, base_widths, build, default_image_size, scaled_widths
+from bench.config import load_presets
+from bench.data import NUM_CLASSES
+from bench.models import ARCHS, REGISTRY, base_widths, build, default_image_size, scaled_widths
 from growth.widths import check_width_structure, param_count, widths_of
 
-CLASSES = {"resnet50": 1000, "mobilenet_v1_imagenet": 1000, "resnet18": 100}
-# standard parameter counts (conv + linear + BN), in millions, and the tolerance we accept
-STANDARD_PARAMS = {"resnet20": 0.27, "vgg11": 9.2, "resnet18": 11.2, "mobilenet_v1": 3.2, "resnet50": 25.6}
+# each model's classes on its first dataset (the one its reference parameter count is for)
+CLASSES = {a: NUM_CLASSES[m.datasets[0]] for a, m in REGISTRY.items() if m.datasets}
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -17,10 +18,19 @@ def test_channel_groups_cover_every_tensor(arch, mult):
     assert widths_of(model) == scaled_widths(arch, mult)
 
 
-@pytest.mark.parametrize("arch", sorted(STANDARD_PARAMS))
+@pytest.mark.parametrize("arch", [a for a, m in REGISTRY.items() if m.reference_params])
 def test_standard_parameter_counts(arch):
-    n = param_count(build(arch, num_classes=CLASSES.get(arch, 10))) / 1e6
-    assert abs(n - STANDARD_PARAMS[arch]) / STANDARD_PARAMS[arch] < 0.02, n
+    """The standard network's size as published (its model file's ``reference_params``), within 2 %."""
+    n, ref = param_count(build(arch, num_classes=CLASSES[arch])), REGISTRY[arch].reference_params
+    assert abs(n - ref) / ref < 0.02, (n, ref)
+
+
+def test_every_model_declares_what_the_suite_reads():
+    for arch, m in REGISTRY.items():
+        assert m.arch == arch and m.display_name, arch
+        assert all(d in NUM_CLASSES for d in m.datasets), (arch, m.datasets)
+        unknown = set(m.recipe) - set(load_presets())
+        assert not unknown, f"{arch}: recipe for unknown presets {unknown}"
 
 
 @pytest.mark.parametrize("arch", ARCHS)

@@ -268,3 +268,22 @@ def test_equally_common_variants_leave_the_plain_name_to_the_default_config(tmp_
     runs, _, _ = load_runs(tmp_path)
     assert dict(zip(runs.run_id, runs.method)) == {"a": "full", "b": "full [options.lra_norm=rms]",
                                                    "c": "full [growth.width_align=8]"}
+
+
+def test_table_rows_follow_the_methods_roles(monkeypatch):
+    """A table's rows come from the methods' roles, so a new method needs no report edit: one registered
+    with the default role (baseline) joins the main table; the example is in none."""
+    from baselines import random_units
+    from bench import methods
+
+    class Mine(random_units.RandomUnits):
+        role = "baseline"  # the default of growth.api.Method, which RandomUnits overrides
+
+    monkeypatch.setattr(random_units, "Mine", Mine, raising=False)
+    monkeypatch.setitem(methods.REGISTRY, "mine", "baselines.random_units:Mine")
+    monkeypatch.setattr(methods, "METHODS", tuple(methods.REGISTRY))
+    rows = {name: tables.rows_of(name) for name in tables.TABLES}
+    assert rows["main"][-1] == "mine" and "mine" not in rows["ablation"] + rows["wallclock"]
+    assert not any("random_units" in r for r in rows.values())
+    assert rows["ablation"] == ["large", "growing", "growing+vrs", "growing+lra", "full", "net2net"]
+    assert rows["wallclock"] == ["large", "full", "full+ba"]

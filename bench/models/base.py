@@ -21,9 +21,23 @@ def birth_key(group: str) -> str:
 
 
 class WidthModel(nn.Module):
-    """Base of every growable model: holds the widths and the channel-group declaration."""
+    """Base of every growable model: holds the widths and the channel-group declaration.
 
-    arch: str = ""
+    A model's file declares, beside its builder, what the rest of the suite reads about it (the class
+    attributes below); the registry (bench/models/__init__.py) adds one line."""
+
+    arch: str = ""  # its name in the registry and the CLI (--arch)
+    display_name: str = ""  # as the reports' tables name it ("ResNet-20")
+    image_size: int = 32  # input side the model is built for unless asked otherwise
+    # the datasets it is benchmarked on (its settings arch/dataset): the CI gate pins the training cost of
+    # the paper's method on each CIFAR one (bench/speed.py)
+    datasets: tuple[str, ...] = ()
+    # the standard (width 1) network's parameter count on its first dataset, conv + linear + BN, as
+    # published; tests/test_models.py checks the build against it (None: no published count)
+    reference_params: float | None = None
+    # its training recipe per preset: config fields shared by every method that trains it, applied after
+    # the preset's own (bench/config.py make_spec)
+    recipe: dict[str, dict] = {}
 
     def __init__(self, widths: dict[str, int], num_classes: int):
         super().__init__()

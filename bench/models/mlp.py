@@ -7,6 +7,7 @@ from .base import WidthModel
 
 class MLP(WidthModel):
     arch = "mlp"
+    display_name = "MLP"
 
     @staticmethod
     def base_widths():

@@ -28,6 +28,9 @@ class DepthwiseSeparable(nn.Module):
 
 class MobileNetV1(WidthModel):
     arch = "mobilenet_v1"
+    display_name = "MobileNetV1"
+    datasets = ("cifar10",)
+    reference_params = 3.2e6
     STEM_STRIDE = 1
 
     @staticmethod
@@ -57,4 +60,8 @@ class MobileNetV1(WidthModel):
 
 class MobileNetV1ImageNet(MobileNetV1):
     arch = "mobilenet_v1_imagenet"
+    display_name = "MobileNetV1"
+    image_size = 224
+    datasets = ("imagenet",)
+    reference_params = 4.2e6
     STEM_STRIDE = 2

@@ -32,6 +32,10 @@ class Bottleneck(nn.Module):
 
 class ResNet50(WidthModel):
     arch = "resnet50"
+    display_name = "ResNet-50"
+    image_size = 224
+    datasets = ("imagenet",)
+    reference_params = 25.6e6
 
     @staticmethod
     def base_widths():

@@ -81,6 +81,9 @@ def _widths(stage_widths, blocks_per_stage):
 
 class ResNet20(CifarResNet):
     arch = "resnet20"
+    display_name = "ResNet-20"
+    datasets = ("cifar10",)
+    reference_params = 0.27e6
     BLOCKS = (3, 3, 3)
 
     @staticmethod
@@ -93,6 +96,9 @@ class ResNet20(CifarResNet):
 
 class ResNet18(CifarResNet):
     arch = "resnet18"
+    display_name = "ResNet-18"
+    datasets = ("cifar100",)
+    reference_params = 11.2e6
     BLOCKS = (2, 2, 2, 2)
 
     @staticmethod

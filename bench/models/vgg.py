@@ -11,6 +11,11 @@ CFG = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
 
 class VGG11(WidthModel):
     arch = "vgg11"
+    display_name = "VGG-11"
+    datasets = ("cifar10",)
+    reference_params = 9.2e6
+    # LR 0.05 at the quick preset: 75.76 % for the large model against 74.20 % at 0.1 (suite vgg11_recipe)
+    recipe = {"quick": {"lr": 0.05}}
 
     @staticmethod
     def base_widths():
