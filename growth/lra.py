@@ -3,7 +3,7 @@
     eta_t = eta_0 * ||W_dt||_F / ||W_0||_F
 
 Entry (i, j) of a conv/linear weight belongs to stage max(birth(output i), birth(input j)); RGB
-inputs and class outputs are stage 0. Norms are pooled over all layers (one ratio per stage),
+inputs and class outputs are stage 0. An embedding table's entry (token, j) belongs to birth(j). Norms are pooled over all layers (one ratio per stage),
 from the current weights. BN parameters and biases keep multiplier 1, and so does stage 0.
 The multipliers reach the optimizer per element (bench/optim.py), where they scale the whole
 update (gradient + weight decay) before momentum: for a constant multiplier that is exactly a
@@ -23,12 +23,13 @@ NORMS = ("total", "rms")
 
 
 def entry_stages(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Birth stage of every entry of every conv/linear weight, shaped like the weight."""
+    """Birth stage of every entry of every conv/linear weight and embedding table, shaped like the weight."""
     modules = dict(model.named_modules())
     out = {}
     for path, info in layer_groups(model).items():
         w = modules[path].weight
-        rows = model.birth(info.out) if info.out else torch.zeros(w.shape[0], dtype=torch.long)
+        rows = model.birth(info.out).repeat_interleave(info.out_span) if info.out \
+            else torch.zeros(w.shape[0], dtype=torch.long)
         if info.depthwise:
             stages = rows.view(-1, *([1] * (w.dim() - 1)))
         else:
@@ -38,6 +39,11 @@ def entry_stages(model: nn.Module) -> dict[str, torch.Tensor]:
             stages = torch.maximum(rows.view(-1, 1), cols.view(1, -1))
             stages = stages.view(*stages.shape, *([1] * (w.dim() - 2)))
         out[path] = stages.to(w.device).expand_as(w)
+    for g in model.channel_groups():
+        for m in g.members:
+            if m.role == "embed":
+                w = modules[m.path].weight
+                out[m.path] = model.birth(g.name).view(1, -1).to(w.device).expand_as(w)
     return out
 
 
@@ -62,8 +68,8 @@ def stage_ratios(model: nn.Module, norm: str = "total") -> dict[int, float]:
 
 
 def lra_multipliers(model: nn.Module, norm: str = "total") -> tuple[dict[str, torch.Tensor], dict[int, float]]:
-    """Per-element LR multipliers by parameter name (``{path}.weight``) for every conv/linear layer
-    holding entries born after stage 0, and the per-stage ratios they come from."""
+    """Per-element LR multipliers by parameter name (``{path}.weight``) for every conv/linear layer and
+    embedding holding entries born after stage 0, and the per-stage ratios they come from."""
     ratios = stage_ratios(model, norm)
     mults = {}
     for path, stages in entry_stages(model).items():

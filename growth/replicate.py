@@ -3,7 +3,8 @@
     g(j) = j for old channels; g(j) ~ uniform{old channels} for each new one (with replacement)
     producers:  new row j = row g(j)   (conv filters, bias; BN entries and depthwise filters copied)
     consumers:  column j = old column g(j) / |{j' : g(j') = g(j)}|   for every j, originals included
-    replicas' fan-in rows get noise N(0, (noise x std of the layer's old weights)^2)
+    replicas' fan-in rows get noise N(0, (noise x std of the layer's old weights)^2), and so do the
+    new rows of a LayerNorm'd group's writers, which carry the mean instead (growth/surgery.py)
 
 Without noise the function is preserved exactly; the noise breaks the replicas' symmetry.
 """
@@ -25,11 +26,11 @@ class ReplicationRule(Rule):
     def finalize(self, layer: LayerEdit, weight: torch.Tensor) -> torch.Tensor:
         if not self.noise or layer.info.out is None or layer.info.depthwise:
             return weight
-        plan = layer.plans[layer.info.out]
-        replicas = (plan.copy > 0).nonzero().flatten()
-        if not plan.grows or len(replicas) == 0:
+        plan = layer.plan_out()
+        replicas = torch.arange(plan.old, plan.new)  # new rows: replicas, or mean-carrying rows
+        if len(replicas) == 0:
             return weight
-        old_rows = weight[plan.copy == 0]
+        old_rows = weight[:plan.old]
         std = self.noise * float(old_rows.float().std())
         noise = torch.randn((len(replicas), *weight.shape[1:]), generator=self.generator) * std
         weight = weight.clone()

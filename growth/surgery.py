@@ -15,10 +15,19 @@ that produces group O and reads group I the surgery is
              [ fresh_rows (all base inputs) ]      fresh_rows: fresh outputs x (old + fresh) inputs
     W_new  = W_base[src_O][:, src_I] * cons_scale_I
 
-BatchNorm entries, biases, depthwise filters and birth-stage tags are gathered by ``src`` the same
-way; ResNet option-A shortcuts get their channel map extended so that a replica or pair member of
+BatchNorm entries, biases, depthwise filters, embedding columns and birth-stage tags are gathered by
+``src`` the same way; a layer whose output channels own ``span`` rows each (attention heads) has its
+plan expanded to rows (``GroupPlan.expand``). ResNet option-A shortcuts get their channel map extended so that a replica or pair member of
 the wider stage reads the matching replica of the narrower stage. New channels are always appended
 after the old ones, so optimizer state carries by copying the leading slice (bench/optim.py).
+
+**Mean-carrying growth** (docs/method.md §4.1), for a group that a LayerNorm normalises over (a transformer's
+residual stream), whatever the rule: every new channel carries the mean of the old ones. Its writers' new
+rows and biases are the mean of their old rows and biases, an embedding's new columns the mean of its old
+columns, so through every residual addition x_new = mean(x_old) exactly. A LayerNorm over d -> d' channels
+then sees the same mean and d/d' of the variance: with eps' = eps d/d' and old gains x sqrt(d/d') its old
+outputs are unchanged and its new outputs are its new biases, 0; the readers' new columns (from the rule)
+multiply those zeros. New gains are the mean of the old (rescaled) ones: any value preserves the function.
 """
 from __future__ import annotations
 
@@ -38,6 +47,7 @@ class GroupPlan:
     src: torch.Tensor  # long [new]
     cons_scale: torch.Tensor  # float [new]
     copy: torch.Tensor  # long [new]
+    carry_mean: bool = False  # fresh channels carry the mean of the old ones (a LayerNorm'd group)
 
     @classmethod
     def identity(cls, n: int) -> "GroupPlan":
@@ -47,10 +57,26 @@ class GroupPlan:
     def grows(self) -> bool:
         return self.new != self.old
 
+    def expand(self, span: int) -> "GroupPlan":
+        """The plan over rows when every channel owns ``span`` consecutive rows (row = channel * span + r)."""
+        if span == 1:
+            return self
+        if self.carry_mean:
+            raise ValueError("a mean-carrying group has one row per channel")
+        rows = (self.src.view(-1, 1) * span + torch.arange(span)).flatten()
+        return GroupPlan(self.old * span, self.new * span, self.n_fresh * span, rows,
+                         self.cons_scale.repeat_interleave(span), self.copy.repeat_interleave(span))
+
     def check(self) -> None:
         assert self.src.shape == (self.new,) and self.cons_scale.shape == (self.new,)
         assert torch.equal(self.src[:self.old], torch.arange(self.old)), "old channels must keep their index"
         assert self.new == 0 or int(self.src.max()) < self.old + self.n_fresh
+
+
+def mean_plan(old: int, new: int) -> GroupPlan:
+    """Mean-carrying growth of a LayerNorm'd group: new - old fresh channels, each once (see the top)."""
+    n = new - old
+    return GroupPlan(old, new, n, torch.arange(new), torch.ones(new), torch.zeros(new, dtype=torch.long), True)
 
 
 def paired_plan(old: int, new: int) -> GroupPlan:
@@ -93,7 +119,8 @@ class LayerEdit:
     plans: dict[str, "GroupPlan"]  # every group's plan
 
     def plan_out(self) -> "GroupPlan | None":
-        return self.plans.get(self.info.out) if self.info.out else None
+        """The plan of the layer's output rows (a group's plan expanded when each channel owns several rows)."""
+        return self.plans[self.info.out].expand(self.info.out_span) if self.info.out else None
 
     def plan_in(self) -> "GroupPlan | None":
         return self.plans.get(self.info.inp) if self.info.inp else None
@@ -152,7 +179,10 @@ def _grow_layer(edit: LayerEdit, rule: Rule, scales: dict[str, float]) -> None:
             cols = rule.fresh(edit, "cols", (base.shape[0], pi.n_fresh, *base.shape[2:])).to(dev, dt)
             base = torch.cat([base, cols], 1)
         if po is not None:
-            rows = rule.fresh(edit, "rows", (po.n_fresh, *base.shape[1:])).to(dev, dt)
+            if po.carry_mean:  # new rows: the mean of the old rows, over every (old and fresh) input
+                rows = base[:po.old].mean(0, keepdim=True).expand(po.n_fresh, *base.shape[1:])
+            else:
+                rows = rule.fresh(edit, "rows", (po.n_fresh, *base.shape[1:])).to(dev, dt)
             base = torch.cat([base, rows], 0)
         if pi is not None:
             shape = (1, -1) + (1,) * (base.dim() - 2)
@@ -170,7 +200,8 @@ def _grow_layer(edit: LayerEdit, rule: Rule, scales: dict[str, float]) -> None:
     if getattr(mod, "bias", None) is not None and (po is not None or scales.get(path, 1.0) != 1.0):
         b = mod.bias.detach() * scales.get(path, 1.0)
         if po is not None:
-            b = _gather(torch.cat([b, torch.zeros(po.n_fresh, device=b.device, dtype=b.dtype)]), po, 0)
+            fresh = b.mean().expand(po.n_fresh) if po.carry_mean else b.new_zeros(po.n_fresh)
+            b = _gather(torch.cat([b, fresh]), po, 0)
         mod.bias = nn.Parameter(b)
 
 
@@ -192,6 +223,32 @@ def _grow_bn(mod: nn.modules.batchnorm._BatchNorm, plan: GroupPlan, s: float) ->
     mod.running_mean = grow(mod.running_mean, 0.0)
     mod.running_var = grow(var, 1.0)
     mod.num_features = plan.new
+
+
+def _grow_embedding(mod: nn.Embedding, plan: GroupPlan) -> None:
+    """An embedding table writes its group along dim 1: new columns are the mean of the old ones in a
+    mean-carrying group, else zero (replicas copy their original's column)."""
+    w = mod.weight.detach()
+    fresh = w.mean(1, keepdim=True) if plan.carry_mean else w.new_zeros(w.shape[0], 1)
+    mod.weight = nn.Parameter(_gather(torch.cat([w, fresh.expand(-1, plan.n_fresh)], 1), plan, 1).contiguous())
+    mod.embedding_dim = plan.new
+
+
+def _grow_layernorm(mod: nn.LayerNorm, plan: GroupPlan) -> None:
+    """LayerNorm over a mean-carrying group (see the top): eps x d/d', old gains x sqrt(d/d'), new gains
+    their mean, new biases 0."""
+    if not plan.carry_mean:
+        raise ValueError("a LayerNorm's group must grow by mean-carrying (surgery.mean_plan)")
+    if mod.weight is None:
+        raise ValueError("a LayerNorm without gains cannot be widened exactly: its old outputs would grow by "
+                         "sqrt(d'/d)")
+    ratio = plan.old / plan.new
+    mod.eps = mod.eps * ratio
+    w = mod.weight.detach() * ratio ** 0.5
+    mod.weight = nn.Parameter(torch.cat([w, w.mean().expand(plan.n_fresh)]))
+    if mod.bias is not None:
+        mod.bias = nn.Parameter(torch.cat([mod.bias.detach(), mod.bias.new_zeros(plan.n_fresh)]))
+    mod.normalized_shape = (plan.new,)
 
 
 def _grow_gather(mod: nn.Module, p_in: GroupPlan, p_out: GroupPlan) -> None:
@@ -219,12 +276,17 @@ def grow_model(model: nn.Module, new_widths: dict[str, int], rule: Rule, stage: 
     if unknown:
         raise ValueError(f"unknown channel groups {sorted(unknown)}")
     rule.prepare(model)
+    groups = model.channel_groups()
+    normalized = {g.name for g in groups if g.normalized_over}
     plans: dict[str, GroupPlan] = {}
     for g, old in widths.items():
         new = int(new_widths.get(g, old))
         if new < old:
             raise ValueError(f"group {g}: cannot shrink from {old} to {new}")
-        plans[g] = rule.plan(g, old, new) if new > old else GroupPlan.identity(old)
+        if new == old:
+            plans[g] = GroupPlan.identity(old)
+        else:  # a LayerNorm'd group carries the mean whatever the rule: nothing else keeps LayerNorm exact
+            plans[g] = mean_plan(old, new) if g in normalized else rule.plan(g, old, new)
         plans[g].check()
     modules = dict(model.named_modules())
     layers = layer_groups(model)
@@ -232,7 +294,6 @@ def grow_model(model: nn.Module, new_widths: dict[str, int], rule: Rule, stage: 
     with torch.no_grad():
         for path, info in layers.items():
             _grow_layer(LayerEdit(path, modules[path], info, plans), rule, scales)
-        groups = model.channel_groups()
         gather_source = {m.path: g.name for g in groups for m in g.members if m.role == "gather_in"}
         for g in groups:
             plan = plans[g.name]
@@ -245,6 +306,10 @@ def grow_model(model: nn.Module, new_widths: dict[str, int], rule: Rule, stage: 
                     p_in = plans[gather_source[m.path]]
                     if plan.grows or p_in.grows:
                         _grow_gather(modules[m.path], p_in, plan)
+                elif m.role == "embed" and plan.grows:
+                    _grow_embedding(modules[m.path], plan)
+                elif m.role == "ln" and plan.grows:
+                    _grow_layernorm(modules[m.path], plan)
         for g, plan in plans.items():
             if plan.grows:
                 tags = torch.cat([model.birth(g), torch.full((plan.n_fresh,), stage, dtype=torch.long)])

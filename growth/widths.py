@@ -5,7 +5,8 @@ tensor dimensions that are indexed by the same channels: widening the group by k
 means appending k entries along each of those dimensions. Growers never name layers; they
 receive groups and edit each member according to its role:
 
-  out        conv/linear weight dim 0 (and bias): the layer *produces* the group's channels
+  out        conv/linear weight dim 0 (and bias): the layer *produces* the group's channels; ``span`` > 1
+             when each channel owns ``span`` consecutive rows (an attention head's q/k/v rows)
   in         conv/linear weight dim 1: the layer *reads* them; ``span`` > 1 when a flatten puts
              each channel's H*W positions next to each other in a Linear's input
   bn         BatchNorm weight, bias, running_mean, running_var (one entry per channel)
@@ -13,13 +14,17 @@ receive groups and edit each member according to its role:
   gather_in  a parameter-free channel gather (ResNet option-A shortcut): its ``src`` map
              holds indices into this group
   gather_out the same gather: its output has one entry per channel of this group
-  act        a parameter-free ReLU module acting on the group's channels (no tensor dims); the
+  embed      an nn.Embedding's weight dim 1: a lookup table *produces* the group's channels
+  ln         LayerNorm weight and bias over the group. LayerNorm couples the channels (it normalises
+             over all of them), so a group with an ``ln`` member grows by *mean-carrying* new channels
+             (growth/surgery.py): every reader of such a group must read it through a LayerNorm
+  act        a parameter-free activation module (ReLU, GELU) acting on the group's channels (no tensor dims); the
              first ``act`` of a simple producer/consumer pair is the producer units' nonlinearity,
              where the gradient growers (baselines/) read pre-activations and gradients
 
 ``check_width_structure`` proves a declaration complete: every dimension of every conv,
 linear and BN tensor that is not fixed by the data (RGB inputs, classes) belongs to exactly
-one group, with the group's width.
+one group, with the group's width (times its span).
 """
 from __future__ import annotations
 
@@ -27,14 +32,14 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-ROLES = ("out", "in", "bn", "depthwise", "gather_in", "gather_out", "act")
+ROLES = ("out", "in", "bn", "depthwise", "gather_in", "gather_out", "embed", "ln", "act")
 
 
 @dataclass(frozen=True)
 class Member:
     path: str  # module path inside the model, as in model.named_modules()
     role: str  # one of ROLES
-    span: int = 1  # input columns per channel (flatten into Linear: H*W)
+    span: int = 1  # in: input columns per channel (flatten into Linear: H*W); out: output rows per channel
     after: str | None = None  # bn: the producer whose output it normalises (its rescale moves the statistics)
 
     def __post_init__(self):
@@ -49,10 +54,15 @@ class ChannelGroup:
     members: tuple[Member, ...] = field(default_factory=tuple)
 
     def producers(self) -> list[Member]:
-        return [m for m in self.members if m.role in ("out", "depthwise", "gather_out")]
+        return [m for m in self.members if m.role in ("out", "depthwise", "gather_out", "embed")]
 
     def consumers(self) -> list[Member]:
         return [m for m in self.members if m.role in ("in", "depthwise", "gather_in")]
+
+    @property
+    def normalized_over(self) -> bool:
+        """A LayerNorm normalises over this group's channels (growth must carry the mean, surgery.py)."""
+        return any(m.role == "ln" for m in self.members)
 
 
 class GroupBuilder:
@@ -82,10 +92,14 @@ class GroupBuilder:
 def _dims_of(module: nn.Module, role: str, span: int) -> list[tuple[str, int, int]]:
     """(tensor name, dim, expected size per channel) that a member of this role covers."""
     if role == "out":
-        dims = [("weight", 0, 1)]
+        dims = [("weight", 0, span)]
         if getattr(module, "bias", None) is not None:
-            dims.append(("bias", 0, 1))
+            dims.append(("bias", 0, span))
         return dims
+    if role == "embed":
+        return [("weight", 1, 1)]
+    if role == "ln":
+        return [(t, 0, 1) for t in ("weight", "bias") if getattr(module, t, None) is not None]
     if role == "in":
         return [("weight", 1, span)]
     if role == "bn":
@@ -132,6 +146,11 @@ def check_width_structure(model: nn.Module, fixed: dict[tuple[str, str, int], in
                 tensors.append(("bias", 0))
         elif isinstance(mod, nn.modules.batchnorm._BatchNorm):
             tensors = [(t, 0) for t in ("weight", "bias", "running_mean", "running_var")]
+        elif isinstance(mod, nn.Embedding):
+            tensors = [("weight", 0), ("weight", 1)]
+        elif isinstance(mod, nn.LayerNorm):
+            assert len(mod.normalized_shape) == 1, f"{path}: LayerNorm over more than one dimension"
+            tensors = [(t, 0) for t in ("weight", "bias") if getattr(mod, t, None) is not None]
         for tname, dim in tensors:
             key = (path, tname, dim)
             if isinstance(mod, nn.Conv2d) and mod.groups > 1 and dim == 1:
@@ -146,11 +165,13 @@ def check_width_structure(model: nn.Module, fixed: dict[tuple[str, str, int], in
 @dataclass(frozen=True)
 class LayerInfo:
     """A conv/linear layer's two sides: the group of its outputs and of its inputs (None where fixed
-    by the data or the classes), its input span, and whether it is depthwise."""
+    by the data or the classes), its input span (columns per input channel), its output span (rows per
+    output channel), and whether it is depthwise."""
     out: str | None = None
     inp: str | None = None
     span: int = 1
     depthwise: bool = False
+    out_span: int = 1
 
 
 def layer_groups(model: nn.Module) -> dict[str, LayerInfo]:
@@ -159,9 +180,11 @@ def layer_groups(model: nn.Module) -> dict[str, LayerInfo]:
     for g in model.channel_groups():
         for m in g.members:
             if m.role in ("out", "in", "depthwise"):
-                entry = out.setdefault(m.path, {"out": None, "inp": None, "span": 1, "depthwise": False})
+                entry = out.setdefault(m.path, {"out": None, "inp": None, "span": 1, "depthwise": False,
+                                                "out_span": 1})
                 if m.role in ("out", "depthwise"):
                     entry["out"] = g.name
+                    entry["out_span"] = m.span if m.role == "out" else 1
                 if m.role in ("in", "depthwise"):
                     entry["inp"] = g.name
                     entry["span"] = m.span

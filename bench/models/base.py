@@ -75,11 +75,11 @@ class WidthModel(nn.Module):
         return nn.BatchNorm2d(self.widths[group])
 
     def linear(self, path: str, cin: str | None, cout: str | None, in_features: int = 0, span: int = 1,
-               bias: bool = True) -> nn.Linear:
+               bias: bool = True, out_span: int = 1) -> nn.Linear:
         """A Linear reading group ``cin`` (``span`` columns per channel) and writing group ``cout``
-        (None: the classes, or the flattened image when ``cin`` is None)."""
+        (``out_span`` rows per channel; None: the classes, or the flattened image when ``cin`` is None)."""
         n_in = in_features if cin is None else self.widths[cin] * span
-        n_out = self.num_classes if cout is None else self.widths[cout]
+        n_out = self.num_classes if cout is None else self.widths[cout] * out_span
         layer = nn.Linear(n_in, n_out, bias=bias)
         if cin is None:
             self._fixed[(path, "weight", 1)] = in_features
@@ -90,8 +90,22 @@ class WidthModel(nn.Module):
             if bias:
                 self._fixed[(path, "bias", 0)] = self.num_classes
         else:
-            self._gb.add(cout, path, "out")
+            self._gb.add(cout, path, "out", out_span)
         return layer
+
+    def embedding(self, path: str, num: int, group: str) -> nn.Embedding:
+        """A lookup table of ``num`` rows (tokens, positions: fixed) writing ``group``."""
+        self._gb.add(group, path, "embed")
+        self._fixed[(path, "weight", 0)] = num
+        return nn.Embedding(num, self.widths[group])
+
+    def layernorm(self, path: str, group: str) -> "LayerNorm":
+        self._gb.add(group, path, "ln")
+        return LayerNorm(self.widths[group])
+
+    def gelu(self, path: str, group: str) -> nn.GELU:
+        self._gb.add(group, path, "act")
+        return nn.GELU()
 
     def relu(self, path: str, group: str | None, inplace: bool = False) -> "ReLU":
         """A ReLU module on ``group``'s channels (None: not declared, e.g. after a residual add)."""
@@ -159,6 +173,17 @@ class ReLU(nn.Module):
         if self.grad_at_zero:
             return F.threshold(x, -NEAR_ZERO, 0.0)
         return F.relu(x, inplace=self.inplace)
+
+
+class LayerNorm(nn.LayerNorm):
+    """nn.LayerNorm whose eps travels with the state dict: widening a LayerNorm'd group scales eps by d/d'
+    (growth/surgery.py), so a checkpoint of a grown model must restore it."""
+
+    def get_extra_state(self) -> dict:
+        return {"eps": self.eps}
+
+    def set_extra_state(self, state: dict) -> None:
+        self.eps = float(state["eps"])
 
 
 class GatherShortcut(nn.Module):

@@ -1,0 +1,96 @@
+"""A character-level GPT: decoder-only, pre-LayerNorm blocks, causal self-attention, GELU MLP, learned
+positions (nanoGPT's shape at CPU size). Input: token ids [batch, time]; output: logits [batch, time, vocab].
+
+Channel groups:
+  stream       the residual stream: both embeddings, every LayerNorm, every block's attention output
+               projection and MLP output layer (writers), q/k/v, the MLP input and the head (readers).
+               LayerNorm normalises over it, so it grows by mean-carrying channels (growth/surgery.py)
+  b{i}.heads   block i's attention heads: the *number* of heads at a fixed head size (HEAD_SIZE rows of
+               q, k and v and columns of the projection per head). Heads, not head size: two new heads
+               made identical cancel through the projection's [Z, -Z] columns exactly, whereas pairing
+               inside a head would add q.k terms to the scores and change the 1/sqrt(head size) scale
+  b{i}.mlp     block i's MLP hidden width
+
+8 heads of 16 rather than 4 of 32: pairing adds heads two at a time, and a quarter of 8 is 2.
+"""
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import nn
+
+from .base import WidthModel
+
+
+class Block(nn.Module):
+    def __init__(self, model: "GPTChar", i: int):
+        super().__init__()
+        p, heads, mlp = f"blocks.{i}", f"b{i}.heads", f"b{i}.mlp"
+        hs = model.HEAD_SIZE
+        self.ln1 = model.layernorm(f"{p}.ln1", "stream")
+        self.q = model.linear(f"{p}.q", "stream", heads, out_span=hs)
+        self.k = model.linear(f"{p}.k", "stream", heads, out_span=hs)
+        self.v = model.linear(f"{p}.v", "stream", heads, out_span=hs)
+        self.proj = model.linear(f"{p}.proj", heads, "stream", span=hs)
+        self.ln2 = model.layernorm(f"{p}.ln2", "stream")
+        self.fc1 = model.linear(f"{p}.fc1", "stream", mlp)
+        self.act = model.gelu(f"{p}.act", mlp)
+        self.fc2 = model.linear(f"{p}.fc2", mlp, "stream")
+        self.head_size = hs
+
+    def attention(self, x):
+        b, t, _ = x.shape
+        # rows of q/k/v are head-major (head h owns rows h*hs .. h*hs + hs - 1): the heads group's out span
+        q, k, v = (f(x).view(b, t, -1, self.head_size).transpose(1, 2) for f in (self.q, self.k, self.v))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.proj(y.transpose(1, 2).reshape(b, t, -1))
+
+    def forward(self, x):
+        x = x + self.attention(self.ln1(x))
+        return x + self.fc2(self.act(self.fc1(self.ln2(x))))
+
+
+class GPTChar(WidthModel):
+    arch = "gpt_char"
+    display_name = "GPT (char)"
+    HEAD_SIZE = 16
+    LAYERS = 4
+    # for a sequence model the "image size" is its context length in tokens
+    image_size = 128
+
+    @classmethod
+    def base_widths(cls):
+        widths = {"stream": 128}
+        for i in range(cls.LAYERS):
+            widths[f"b{i}.heads"] = 8
+            widths[f"b{i}.mlp"] = 512
+        return widths
+
+    def __init__(self, widths, num_classes=65, image_size=128):
+        super().__init__(widths, num_classes)
+        self.context = image_size
+        self.tok = self.embedding("tok", num_classes, "stream")
+        self.pos = self.embedding("pos", image_size, "stream")
+        self.blocks = nn.ModuleList([Block(self, i) for i in range(self.LAYERS)])
+        self.ln_f = self.layernorm("ln_f", "stream")
+        self.classifier = self.linear("classifier", "stream", None)
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """Linears: the base rule (Kaiming fan-in for hidden layers, 1/fan-in for the head), which growth's
+        fresh weights also follow; embeddings N(0, 1); LayerNorm gain 1, bias 0."""
+        super().init_weights()
+        for m in self.modules():
+            if isinstance(m, nn.Embedding):
+                nn.init.normal_(m.weight)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, idx):
+        t = idx.shape[1]
+        if t > self.context:
+            raise ValueError(f"sequence of {t} tokens is longer than the context ({self.context})")
+        x = self.tok(idx) + self.pos.weight[:t]
+        for block in self.blocks:
+            x = block(x)
+        return self.classifier(self.ln_f(x))
