@@ -32,23 +32,30 @@ class RunSpec:
     # what runs
     method: str = option("large", "a registered method (python -m bench list)")
     arch: str = option("resnet20", "a registered architecture")
-    dataset: str = option("cifar10", "the dataset", choices=("cifar10", "cifar100", "imagenet"))
+    dataset: str = option("cifar10", "the dataset", choices=("cifar10", "cifar100", "imagenet", "tinyshakespeare"))
     width_mult: float = option(1.0, "target width as a multiple of the standard network's", low=0, high=64,
                                low_open=True)
     # data
-    data_dir: str = option("data", "where the dataset lies (torchvision CIFAR, the JPEG copy, or ImageNet folders)")
+    data_dir: str = option("data", "where the dataset lies (torchvision CIFAR, the JPEG copy, ImageNet folders, or a "
+                           "text: a folder holding input.txt, or a .txt file)")
     download: bool = option(False, "fetch torchvision's CIFAR into data_dir if absent (needs internet)")
-    train_subset: int = option(0, "training images, class-balanced; 0 = the whole training split", low=0)
-    test_subset: int = option(0, "test images, class-balanced; 0 = the whole test split", low=0)
+    train_subset: int = option(0, "training images, class-balanced (text: training sequences per epoch); 0 = the "
+                               "whole training split (text: as many as cover it once)", low=0)
+    test_subset: int = option(0, "test images, class-balanced (text: the first N validation sequences); 0 = the "
+                              "whole test split", low=0)
     subset_seed: int = option(0, "which balanced subset; shared by every run so methods see the same images", low=0)
     # optimisation
     epochs: int = option(15, "epochs of training", low=1)
     batch_size: int = option(128, "images per training step", low=1)
     eval_batch_size: int = option(500, "images per evaluation step (no effect on results)", low=1)
     lr: float = option(0.1, "peak learning rate, per image-averaged loss", low=0, low_open=True)
+    optimizer: str = option("sgd", "sgd | adamw (bench/optim.py; both take the LR multipliers)",
+                            choices=("sgd", "adamw"))
     momentum: float = option(0.9, "SGD momentum", low=0, high=1)
     nesterov: bool = option(False, "Nesterov momentum")
-    weight_decay: float = option(5e-4, "L2, coupled (added to the gradient)", low=0)
+    beta1: float = option(0.9, "AdamW: decay of the first moment", low=0, high=1)
+    beta2: float = option(0.999, "AdamW: decay of the second moment", low=0, high=1)
+    weight_decay: float = option(5e-4, "SGD: L2, coupled (added to the gradient); AdamW: decoupled", low=0)
     lr_schedule: str = option("cosine", "cosine (to 0 at the end) | step (x lr_decay at lr_decay_epochs)",
                               choices=("cosine", "step"))
     warmup_epochs: float = option(0.0, "linear warm-up from 0, in epochs (fractions allowed)", low=0)
@@ -272,7 +279,15 @@ def make_spec(preset: str | None = None, **overrides: Any) -> RunSpec:
     spec = resolve(spec)
     if spec.arch not in REGISTRY:
         raise ConfigError(f"arch: {spec.arch!r} not accepted; accepted values: {', '.join(REGISTRY)}")
-    from bench.models import base_widths
+    from bench.data import TEXT_DATASETS
+    from bench.models import base_widths, model_class
+    if model_class(spec.arch).tokens != (spec.dataset in TEXT_DATASETS):
+        kind = "a language model" if model_class(spec.arch).tokens else "an image model"
+        raise ConfigError(f"dataset: {spec.arch} is {kind} and {spec.dataset!r} is not its kind of data; "
+                          f"{spec.arch} trains on {', '.join(model_class(spec.arch).datasets) or 'images'}")
+    if model_class(spec.arch).tokens and not getattr(method_class(spec.method), "supports_tokens", True):
+        raise ConfigError(f"method: {spec.method} does not grow a language model yet (its growth signals read image "
+                          f"activations); on {spec.arch} run large, small, growing*, full or net2net")
     narrowest = min(base_widths(spec.arch).values())
     if round(narrowest * spec.width_mult) < 1:
         raise ConfigError(f"width_mult: {spec.width_mult} leaves {spec.arch}'s narrowest layer ({narrowest} channels) "

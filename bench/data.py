@@ -6,7 +6,8 @@ Sources, detected from what lies in ``data_dir``:
   * the CIFAR-10 JPEG q75 copy (``cifar10-jpegq75-{train,test}-jpegbytes.npz`` + SHA256SUMS),
     verified before use and named in every result, since its accuracies are not bit-comparable
     with the original's;
-  * ImageNet as class folders (``train/<class>/*.JPEG``, ``val/<class>/*.JPEG``).
+  * ImageNet as class folders (``train/<class>/*.JPEG``, ``val/<class>/*.JPEG``);
+  * text for the character language model: Tiny Shakespeare or any UTF-8 file (bench/text.py).
 
 CIFAR splits are held as one uint8 tensor on the training device; random crop (pad 4) and
 horizontal flip are done per batch on tensors (``TensorLoader``): worker processes would take
@@ -24,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.errors import ConfigError
+from bench.errors import ConfigError, DataError  # noqa: F401  (DataError: importers find it here too)
 
 JPEG_PREFIX = "cifar10-jpegq75"
 JPEG_SOURCE = "CIFAR-10, JPEG q75 copy"
@@ -33,18 +34,22 @@ MEAN_STD = {
     "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
     "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
 }
-NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet": 1000}
-DISPLAY_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "imagenet": "ImageNet"}  # as the reports name them
+# classes; for text, the vocabulary (the model predicts one of them at every position)
+NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet": 1000, "tinyshakespeare": 65}
+DISPLAY_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "imagenet": "ImageNet",
+                 "tinyshakespeare": "Tiny Shakespeare"}  # as the reports name them
+TEXT_DATASETS = ("tinyshakespeare",)
 TORCHVISION_DIRS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
 
 
 def image_size(spec) -> int:
-    """Input resolution of a run: CIFAR images are 32x32, ImageNet crops 224x224."""
+    """Input resolution of a run: CIFAR images are 32x32, ImageNet crops 224x224; for text, the model's
+    context length in characters."""
+    if spec.dataset in TEXT_DATASETS:
+        from bench.models import model_class
+
+        return model_class(spec.arch).image_size
     return 224 if spec.dataset == "imagenet" else 32
-
-
-class DataError(RuntimeError):
-    """Missing or corrupt data: the message says which path, what was expected and how to get it."""
 
 
 @dataclass
@@ -326,6 +331,10 @@ class EpochDataLoader(torch.utils.data.DataLoader):
 def make_loaders(spec, device: torch.device, rank: int = 0, world: int = 1):
     """(train loader, test loader, data source string) for a RunSpec; ``rank`` of ``world`` processes
     (bench/distributed.py) takes its rows of every batch."""
+    if spec.dataset in TEXT_DATASETS:
+        from bench.text import text_loaders
+
+        return text_loaders(spec, image_size(spec), device, rank, world)
     if spec.dataset == "imagenet":
         if world > 1:
             raise ConfigError("dataset imagenet: several processes are not supported yet (its streaming loader "

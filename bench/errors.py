@@ -6,6 +6,10 @@ class ConfigError(ValueError):
     """A configuration that cannot run; the message is one line naming the field."""
 
 
+class DataError(RuntimeError):
+    """Missing or corrupt data: the message says which path, what was expected and how to get it."""
+
+
 # errno values of writes a user's machine can refuse (full disk or quota, read-only or foreign folder):
 # one line naming the file, exit status 1
 WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)

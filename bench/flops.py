@@ -4,6 +4,10 @@ Convention, written into every result: FLOPs = 2 per multiply-accumulate, counti
 FlopCounterMode counts (convolutions, linear layers, matmuls; forward and backward); BatchNorm,
 activations, pooling and the optimizer update are not counted. A training step is forward +
 cross-entropy + backward at the real batch size; an evaluation step is forward only.
+
+Attention is counted on the meta device, where scaled_dot_product_attention runs as two batched
+matmuls (scores and values, over the whole T x T matrix: the causal mask saves no work there).
+On a real CPU FlopCounterMode does not see the fused attention kernel at all (tests/test_flops.py).
 """
 from __future__ import annotations
 
@@ -46,8 +50,8 @@ def count_flops(model: torch.nn.Module, x: torch.Tensor, train: bool) -> int:
     model.train(train)
     with FlopCounterMode(display=False, custom_mapping=COUNTER_MAPPING) as counter:
         if train:
-            out = model(x)
-            F.cross_entropy(out, torch.zeros(x.shape[0], dtype=torch.long, device=x.device)).backward()
+            out = model(x).flatten(0, -2)  # a language model's [batch, time, vocab]: every position
+            F.cross_entropy(out, torch.zeros(out.shape[0], dtype=torch.long, device=x.device)).backward()
         else:
             with torch.no_grad():
                 model(x)
@@ -57,11 +61,11 @@ def count_flops(model: torch.nn.Module, x: torch.Tensor, train: bool) -> int:
 @lru_cache(maxsize=4096)
 def _cached(arch: str, widths: tuple[tuple[str, int], ...], num_classes: int, image_size: int, batch: int,
             train: bool) -> int:
-    from bench.models import build
+    from bench.models import build, model_class
 
     with torch.device("meta"):
         model = build(arch, num_classes=num_classes, widths=dict(widths), image_size=image_size)
-        x = torch.empty(batch, 3, image_size, image_size)
+        x = model_class(arch).example_input(batch, image_size)
     return count_flops(model, x, train)
 
 
@@ -95,11 +99,11 @@ def count_activations(model: torch.nn.Module, x: torch.Tensor) -> int:
 
 @lru_cache(maxsize=4096)
 def _cached_activations(arch: str, widths: tuple[tuple[str, int], ...], num_classes: int, image_size: int) -> int:
-    from bench.models import build
+    from bench.models import build, model_class
 
     with torch.device("meta"):
         model = build(arch, num_classes=num_classes, widths=dict(widths), image_size=image_size)
-        x = torch.empty(1, 3, image_size, image_size)
+        x = model_class(arch).example_input(1, image_size)
     return count_activations(model, x)
 
 
@@ -109,7 +113,8 @@ def image_activations(arch: str, widths: dict[str, int], num_classes: int, image
 
 
 # -- what a run's schedule costs -------------------------------------------------------------------
-TRAIN_SIZE = {"cifar10": 50_000, "cifar100": 50_000, "imagenet": 1_281_167}
+# training samples per epoch; Tiny Shakespeare: windows of 128 characters covering its first 90 % once
+TRAIN_SIZE = {"cifar10": 50_000, "cifar100": 50_000, "imagenet": 1_281_167, "tinyshakespeare": (1_003_854 - 1) // 128}
 
 
 def run_flops(spec):

@@ -40,7 +40,7 @@ from bench.distributed import SOLO, World
 from bench.flops import CONVENTION, step_flops
 from bench.hardware import resolve_device
 from bench.models import build
-from bench.optim import SGD, rebuild_optimizer
+from bench.optim import SGD, make_optimizer, rebuild_optimizer
 from bench.records import CONFIG, RESULT, ForeignCheckpoint, ReaderRunDir, RunDir, RunDirError, environment
 from bench.timing import SectionTimer, synchronize
 from bench.tracking import make_tracker
@@ -114,7 +114,8 @@ def compile_model(model: nn.Module, spec: RunSpec):
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, spec: RunSpec, device: torch.device,
              world: World = SOLO) -> tuple[float, float]:
-    """Test loss and accuracy; each rank of a multi-process run evaluates its rows, then they sum."""
+    """Test loss and accuracy (a language model's: per character, loss in nats); each rank of a multi-process
+    run evaluates its rows, then they sum."""
     model.eval()
     loss = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
@@ -124,9 +125,9 @@ def evaluate(model: nn.Module, loader, spec: RunSpec, device: torch.device,
             continue
         with autocast(spec, device):
             out = model(x)
-        loss += F.cross_entropy(out.float(), y, reduction="sum")
-        correct += (out.argmax(1) == y).sum()
-        n += len(y)
+        loss += F.cross_entropy(out.float().flatten(0, -2), y.flatten(), reduction="sum")
+        correct += (out.argmax(-1) == y).sum()
+        n += y.numel()  # a language model scores every position
     loss, correct, n = world.sum([loss.item(), correct.item(), n], device)
     return loss / n, correct / n
 
@@ -174,7 +175,7 @@ def train_epoch(step_model, model: nn.Module, optimizer: SGD, loader, spec: RunS
         if step_hook is not None:
             step_hook()
         with autocast(spec, device):
-            loss = F.cross_entropy(step_model(x), y, label_smoothing=spec.label_smoothing)
+            loss = F.cross_entropy(step_model(x).flatten(0, -2), y.flatten(), label_smoothing=spec.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -502,8 +503,7 @@ def start_or_resume(spec: RunSpec, rd: RunDir, device, train_loader, test_loader
         rd.write_config(spec_to_dict(spec))
         rd.rewrite_history([])
     model = place(model, spec, device)
-    optimizer = SGD(model.parameters(), lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay,
-                    nesterov=spec.nesterov)
+    optimizer = make_optimizer(spec, model.parameters())
     if ck is not None:
         optimizer.load_state_dict(ck["optimizer"])
     # step_model (DDP, compiled) is set by rewrap once every rank is here: DDP's constructor is a collective

@@ -80,6 +80,9 @@ class ScheduledGrowth(Method):
 
 
 class PairGrower(ScheduledGrowth):
+    # the growth signals (growth/signal.py) read activations as [N, C, ...]; a language model's are [N, T, C]
+    supports_tokens = False
+
     def grow_pairs(self, ctx: GrowthContext, step: GrowthStep, pairs: dict[str, Pair]) -> dict[str, PairGrowth]:
         """The method's choice of new units for every growing simple pair."""
         raise NotImplementedError

@@ -7,7 +7,7 @@ from baselines.gradmax import top_directions
 from baselines.splitting import RMSPROP, exact_min_eigen, rayleigh_grad
 from bench import methods
 from bench.config import make_spec
-from bench.models import ARCHS, build
+from bench.models import IMAGE_ARCHS, build
 from bench.models.base import ReLU
 from bench.train import run
 from growth.api import GrowthContext
@@ -26,7 +26,7 @@ from growth.surgery import grow_model
 from growth.widths import check_width_structure
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", IMAGE_ARCHS)
 def test_net2net_without_noise_preserves_function(arch):
     old, new = _pair(arch)
     x = torch.randn(4, 3, _size(arch), _size(arch))
@@ -84,7 +84,7 @@ def _grown(method, arch, size=None, **options):
     return y0, model.eval()(x), event, model
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", IMAGE_ARCHS)
 def test_gradmax_preserves_function(arch):
     y0, y1, event, _ = _grown("gradmax", arch)
     assert _rel_diff(y0, y1) < 1e-5

@@ -5,11 +5,11 @@ import torch
 
 from bench.config import make_spec
 from bench.flops import count_activations, count_flops, image_activations, step_flops
-from bench.models import ARCHS, build, default_image_size
+from bench.models import IMAGE_ARCHS, build, default_image_size
 from bench.flops import activation_fraction, cost_fraction, schedule_of
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", IMAGE_ARCHS)
 @pytest.mark.parametrize("mult", [0.25, 0.5, 1.0])
 def test_meta_count_equals_real_forward_backward(arch, mult):
     """What the harness records for a step (counted on the meta device, cached by widths) equals

@@ -6,7 +6,7 @@ import torch
 import growth
 from bench.config import make_spec
 from bench.data import load_cifar
-from bench.models import ARCHS, build
+from bench.models import IMAGE_ARCHS, build
 from bench.optim import SGD, rebuild_optimizer
 from growth.batch import adapted_batch
 from growth.lra import lra_multipliers
@@ -53,7 +53,7 @@ def _rel_diff(y0, y1):
     return ((y1 - y0).abs().max() / y0.abs().max()).item()
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", IMAGE_ARCHS)
 @pytest.mark.parametrize("rescale", [False, True], ids=["pairing", "pairing+rescale+stats"])
 def test_vt_preserves_function_eval(arch, rescale):
     old, new = _pair(arch)
@@ -74,7 +74,7 @@ def test_vt_preserves_function_train_mode(arch):
     assert _rel_diff(y0, new.train()(x)) < 1e-4
 
 
-@pytest.mark.parametrize("arch", [a for a in ARCHS if a != "mlp"])
+@pytest.mark.parametrize("arch", [a for a in IMAGE_ARCHS if a != "mlp"])
 def test_rescale_without_bn_statistics_changes_the_output(arch):
     """The statistics update is what keeps eval mode exact: without it the output moves."""
     old, new = _pair(arch)
@@ -150,7 +150,7 @@ def test_pairs_break_symmetry_after_one_sgd_step(cifar_dir):
     assert n_pairs > 20
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", IMAGE_ARCHS)
 def test_growing_through_the_schedule_ends_at_the_large_model(arch):
     spec = make_spec("paper", arch=arch, dataset="imagenet" if CLASSES.get(arch) else "cifar10",
                      method="full", epochs=200)

@@ -12,7 +12,7 @@ from test_growth import _pair, _rel_diff, _size, _wider
 from baselines.random_units import RandomRule
 from bench import methods
 from bench.config import ConfigError, config_hash, make_spec, run_id, spec_from_dict, spec_to_dict
-from bench.models import ARCHS
+from bench.models import IMAGE_ARCHS
 from bench.records import RunDirError
 from bench.train import LOOP_STATE_VERSION, LoopState, run
 from growth.api import Method, traits
@@ -37,7 +37,7 @@ def test_roles_name_one_method_each():
     assert methods.by_role("target") == "large" and methods.by_role("paper") == "full"
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", IMAGE_ARCHS)
 def test_random_units_preserves_function(arch):
     old, new = _pair(arch)
     x = torch.randn(4, 3, _size(arch), _size(arch))

@@ -3,7 +3,7 @@ import torch
 
 from bench.config import load_presets
 from bench.data import NUM_CLASSES
-from bench.models import ARCHS, REGISTRY, base_widths, build, default_image_size, scaled_widths
+from bench.models import ARCHS, IMAGE_ARCHS, REGISTRY, base_widths, build, default_image_size, scaled_widths
 from growth.widths import check_width_structure, param_count, widths_of
 
 # each model's classes on its first dataset (the one its reference parameter count is for)
@@ -33,7 +33,7 @@ def test_every_model_declares_what_the_suite_reads():
         assert not unknown, f"{arch}: recipe for unknown presets {unknown}"
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", IMAGE_ARCHS)
 def test_forward_shape(arch):
     size = 64 if default_image_size(arch) == 224 else 32  # small input keeps the test fast
     model = build(arch, num_classes=7, width_mult=0.25, image_size=size).eval()

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from .base import GatherShortcut, WidthModel
+from .gpt import GPTChar
 from .mlp import MLP
 from .mobilenet import MobileNetV1, MobileNetV1ImageNet
 from .resnet50 import ResNet50
@@ -28,8 +29,10 @@ REGISTRY: dict[str, type[WidthModel]] = {m.arch: m for m in (
     ResNet50,
     MobileNetV1ImageNet,
     MLP,
+    GPTChar,
 )}
 ARCHS = tuple(REGISTRY)  # the built-in models (the suite reads REGISTRY, so a model added to it counts too)
+IMAGE_ARCHS = tuple(a for a, m in REGISTRY.items() if not m.tokens)  # those that read images
 
 
 def model_class(arch: str) -> type[WidthModel]:
@@ -88,4 +91,5 @@ def default_image_size(arch: str) -> int:
 
 
 __all__ = ["build", "base_widths", "scaled_widths", "resolve_widths", "default_image_size", "model_class", "ARCHS",
+           "IMAGE_ARCHS",
            "REGISTRY", "WidthModel", "GatherShortcut"]

@@ -28,7 +28,8 @@ class WidthModel(nn.Module):
 
     arch: str = ""  # its name in the registry and the CLI (--arch)
     display_name: str = ""  # as the reports' tables name it ("ResNet-20")
-    image_size: int = 32  # input side the model is built for unless asked otherwise
+    image_size: int = 32  # input side the model is built for unless asked otherwise (a language model: its context)
+    tokens: bool = False  # reads token ids (a language model on a text dataset), not images
     # the datasets it is benchmarked on (its settings arch/dataset): the CI gate pins the training cost of
     # the paper's method on each CIFAR one (bench/speed.py)
     datasets: tuple[str, ...] = ()
@@ -52,6 +53,11 @@ class WidthModel(nn.Module):
         self.births = nn.Module()
         for name, w in self.widths.items():
             self.births.register_buffer(birth_key(name), torch.zeros(w, dtype=torch.long))
+
+    @classmethod
+    def example_input(cls, batch: int, size: int) -> torch.Tensor:
+        """A batch of the inputs the model reads, at input size ``size`` (FLOP counting on the meta device)."""
+        return torch.empty(batch, 3, size, size)
 
     # -- declaration helpers, used while building ------------------------------------------
     def conv(self, path: str, cin: str | None, cout: str, k: int, stride: int = 1, padding: int | None = None,
