@@ -62,6 +62,7 @@ class GradMax(PairGrower):
     """GradMax: zero fan-in, fan-out along the top singular vectors of the loss gradient's matrix."""
     Options = GradMaxOptions
     original_optimizer = "carry"
+    supports_tokens = True  # a language model's MLP pairs: every position a sample (growth/signal.py)
 
     def prepare(self, model):
         model.set_relu_grad_at_zero(True)

@@ -287,7 +287,7 @@ def make_spec(preset: str | None = None, **overrides: Any) -> RunSpec:
                           f"{spec.arch} trains on {', '.join(model_class(spec.arch).datasets) or 'images'}")
     if model_class(spec.arch).tokens and not getattr(method_class(spec.method), "supports_tokens", True):
         raise ConfigError(f"method: {spec.method} does not grow a language model yet (its growth signals read image "
-                          f"activations); on {spec.arch} run large, small, growing*, full or net2net")
+                          f"activations); on {spec.arch} run large, small, growing*, full, net2net or gradmax")
     narrowest = min(base_widths(spec.arch).values())
     if round(narrowest * spec.width_mult) < 1:
         raise ConfigError(f"width_mult: {spec.width_mult} leaves {spec.arch}'s narrowest layer ({narrowest} channels) "

@@ -6,7 +6,7 @@
                      the consumer's output
     patches          the producer's input patches [N, D, H1, W1], D = C_in * k1^2 (unfold order)
     between          what lies between the pair, for a *new* unit, as a per-channel linear map: BN
-                     identity (gamma 1, beta 0, statistics 0/1), ReLU slope 1 at 0, a depthwise
+                     identity (gamma 1, beta 0, statistics 0/1), ReLU slope 1 at 0 (GELU: 1/2, gradmax_matrix), a depthwise
                      conv's delta filter (a stride subsamples), max-pool -> its average adjoint
                      (all inputs tie at a zero unit; spread equally), global pooling -> the mean
     consumer_taps    U [N, C_out, k2, k2, H2, W2]: which consumer-output gradient entry each consumer
@@ -76,8 +76,9 @@ def probe(model: nn.Module, batches: Iterable, pairs: dict[str, Pair], acts: boo
         hooks.append(modules[p.consumer].register_forward_hook(keep((g, "consumer"))))
         if acts and p.act is not None:
             act = modules[p.act]
-            inplace[p.act] = act.inplace
-            act.inplace = False  # its input (z) must survive the forward
+            if hasattr(act, "inplace"):
+                inplace[p.act] = act.inplace
+                act.inplace = False  # its input (z) must survive the forward
             hooks.append(act.register_forward_hook(keep((g, "act"))))
     try:
         for x, y in batches:
@@ -85,7 +86,7 @@ def probe(model: nn.Module, batches: Iterable, pairs: dict[str, Pair], acts: boo
             with torch.enable_grad():
                 with autocast():
                     out = model(x)
-                loss = F.cross_entropy(out.float(), y)
+                loss = F.cross_entropy(out.float().flatten(0, -2), y.flatten())  # a language model: every position
                 wanted = [store[(g, "consumer")][1] for g in pairs]
                 if acts:
                     wanted += [store[(g, "act")][1] for g in pairs]
@@ -97,6 +98,8 @@ def probe(model: nn.Module, batches: Iterable, pairs: dict[str, Pair], acts: boo
                 if acts:
                     cap.z = store[(g, "act")][0].detach().float()
                     cap.ga = grads[len(pairs) + i].float()
+                if isinstance(modules[pairs[g].producer], nn.Linear) and cap.h.dim() > 2:
+                    cap = _positions_as_samples(cap)
                 caps[g] = cap
             yield caps
     finally:
@@ -105,6 +108,18 @@ def probe(model: nn.Module, batches: Iterable, pairs: dict[str, Pair], acts: boo
         for path, flag in inplace.items():
             modules[path].inplace = flag
         model.train(was_training)
+
+
+def _positions_as_samples(cap: Captured) -> Captured:
+    """A Linear pair applied at every position of a sequence ([N, T, C]) is the same pair on N*T samples."""
+    flat = (lambda t: None if t is None else t.flatten(0, -2))
+    return Captured(flat(cap.h), flat(cap.g), torch.Size([-1, cap.consumer_in[-1]]), flat(cap.z), flat(cap.ga))
+
+
+def slope_at_zero(act: nn.Module | None) -> float:
+    """The derivative at 0 of a pair's activation, through which a zero-fan-in unit's gradient flows: ReLU
+    1 (GradMax switches it on, bench/models/base.py), GELU 1/2."""
+    return 0.5 if isinstance(act, nn.GELU) else 1.0
 
 
 def patches(producer: nn.Module, h: torch.Tensor) -> torch.Tensor:
@@ -181,7 +196,9 @@ def consumer_response(pair: Pair, modules: dict[str, nn.Module], cap: Captured, 
 
 def gradmax_matrix(pair: Pair, modules: dict[str, nn.Module], cap: Captured, tally: Tally) -> torch.Tensor:
     """M [R, D]: dL/dV = Z^T M for a new unit with zero fan-in V [D] and fan-out Z [R]."""
-    return consumer_response(pair, modules, cap, patches(modules[pair.producer], cap.h), tally)
+    m = consumer_response(pair, modules, cap, patches(modules[pair.producer], cap.h), tally)
+    slope = slope_at_zero(modules[pair.act] if pair.act else None)
+    return m if slope == 1.0 else m * slope
 
 
 def fan_out_layout(z: torch.Tensor, consumer: nn.Module, span: int) -> torch.Tensor:

@@ -130,8 +130,9 @@ def test_models_refuse_the_other_kind_of_data_and_image_only_growers():
         make_spec("smoke", arch="gpt_char", dataset="cifar10")
     with pytest.raises(ConfigError, match="image model"):
         make_spec("smoke", arch="resnet20", dataset="tinyshakespeare")
-    with pytest.raises(ConfigError, match="gradmax does not grow a language model"):
-        make_spec("smoke", arch="gpt_char", method="gradmax")
+    with pytest.raises(ConfigError, match="splitting does not grow a language model"):
+        make_spec("smoke", arch="gpt_char", method="splitting")
+    make_spec("smoke", arch="gpt_char", method="gradmax")  # GradMax grows its MLP pairs
     spec = make_spec("lm_quick", method="full")
     assert (spec.arch, spec.dataset, spec.optimizer, spec.precision) == ("gpt_char", "tinyshakespeare", "adamw", "fp32")
 
@@ -184,3 +185,29 @@ def test_gpt_runs_from_the_cli(text_dir, tmp_path):
     result = json.loads((tmp_path / rid / "result.json").read_text())
     assert result["config"]["optimizer"] == "adamw" and result["data_source"].startswith("input.txt")
     assert result["flops"]["train"] == 2 * 4 * step_flops("gpt_char", GPTChar.base_widths(), 65, 128, 16)
+
+
+# -- GradMax on the MLP pairs ------------------------------------------------------------------------
+def test_gradmax_matrix_of_a_gpt_mlp_equals_autograd():
+    """The MLP (fc1 -> GELU -> fc2) at every position is a simple pair on batch x time samples: for new units
+    with zero fan-in and a random fan-out Z, autograd's gradient of their fan-in equals Z^T M (GELU'(0) = 1/2)."""
+    from growth.api import Tally
+    from growth.pairs import PairGrowth, PairRule, simple_pairs
+    from growth.signal import gradmax_matrix, probe
+
+    torch.manual_seed(0)
+    model = GPTChar({k: max(2, v // 4) for k, v in GPTChar.base_widths().items()}, image_size=16).eval()
+    pairs = simple_pairs(model)
+    assert set(pairs) == {f"b{i}.mlp" for i in range(GPTChar.LAYERS)}  # the stream and heads are not simple
+    pair = {"b1.mlp": pairs["b1.mlp"]}
+    x = torch.randint(0, 65, (3, 16))
+    y = torch.randint(0, 65, (3, 16))
+    (caps,) = probe(model, [(x, y)], pair)
+    m = gradmax_matrix(pair["b1.mlp"], dict(model.named_modules()), caps["b1.mlp"], Tally())
+    d, old, k = model.widths["stream"], model.widths["b1.mlp"], 3
+    z = torch.randn(d, k)
+    grow_model(model, {"b1.mlp": old + k}, PairRule({"b1.mlp": PairGrowth(fan_in=torch.zeros(k, d), fan_out=z)}), 1)
+    loss = torch.nn.functional.cross_entropy(model(x).flatten(0, 1), y.flatten())
+    grad = torch.autograd.grad(loss, model.blocks[1].fc1.weight)[0][old:]
+    assert torch.allclose(grad, z.t() @ m, rtol=1e-4, atol=1e-7)
+    assert grad.abs().max() > 1e-4  # not vacuous
