@@ -51,8 +51,11 @@ def machine_load(history: list[dict]) -> str:
 def protocol(config: dict) -> str:
     """Epochs, images and precision: runs in different precisions compute different things and are
     never averaged together (every table and figure groups by protocol)."""
+    from bench.data import TEXT_DATASETS
+
     n = config["train_subset"] or "all"
-    return f"{config['epochs']} ep, {n} train images, {config.get('precision', 'bf16')}"
+    samples = "windows/epoch" if config.get("dataset") in TEXT_DATASETS else "train images"
+    return f"{config['epochs']} ep, {n} {samples}, {config.get('precision', 'bf16')}"
 
 
 def hardware_label(result: dict) -> str:
