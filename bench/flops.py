@@ -7,7 +7,8 @@ cross-entropy + backward at the real batch size; an evaluation step is forward o
 
 Attention is counted on the meta device, where scaled_dot_product_attention runs as two batched
 matmuls (scores and values, over the whole T x T matrix: the causal mask saves no work there).
-On a real CPU FlopCounterMode does not see the fused attention kernel at all (tests/test_flops.py).
+On a real CPU (torch 2.14) FlopCounterMode does not see the fused attention kernel at all; tests/test_lm.py
+checks the meta count against the hand formula.
 """
 from __future__ import annotations
 
