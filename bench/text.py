@@ -90,7 +90,6 @@ class TextLoader:
         self.windows = min(windows, full) if windows and not train else (windows or full)
         self.drop_last = train
         self.epoch = 0
-        self.channels_last = False
 
     def __len__(self) -> int:
         n = self.windows
@@ -108,6 +107,7 @@ class TextLoader:
         self.epoch = epoch
 
     def start_epoch(self, epoch: int, batch_size: int | None = None, channels_last: bool | None = None) -> None:
+        """The image loaders' call; ``channels_last`` has no meaning for token ids."""
         self.epoch = epoch
         self.batch_size = batch_size or self.batch_size
 
