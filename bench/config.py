@@ -287,7 +287,10 @@ def make_spec(preset: str | None = None, **overrides: Any) -> RunSpec:
                           f"{spec.arch} trains on {', '.join(model_class(spec.arch).datasets) or 'images'}")
     if model_class(spec.arch).tokens and not getattr(method_class(spec.method), "supports_tokens", True):
         raise ConfigError(f"method: {spec.method} does not grow a language model yet (its growth signals read image "
-                          f"activations); on {spec.arch} run large, small, growing*, full, net2net or gradmax")
+                          f"activations); on {spec.arch} run large, small, growing*, full, net2net, gradmax or msg")
+    if not model_class(spec.arch).tokens and not getattr(method_class(spec.method), "supports_images", True):
+        raise ConfigError(f"method: {spec.method} grows transformers only (its mask sits on channels-last "
+                          f"activations, and a BatchNorm after a masked conv would undo it); {spec.arch} is an image model")
     narrowest = min(base_widths(spec.arch).values())
     if round(narrowest * spec.width_mult) < 1:
         raise ConfigError(f"width_mult: {spec.width_mult} leaves {spec.arch}'s narrowest layer ({narrowest} channels) "

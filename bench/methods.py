@@ -25,6 +25,7 @@ REGISTRY: dict[str, str] = {
     "firefly": "baselines.firefly:Firefly",
     "firefly_simple": "baselines.firefly:FireflySimple",
     "splitting": "baselines.splitting:Splitting",
+    "msg": "baselines.msg:MSG",
     "random_units": "baselines.random_units:RandomUnits",
 }
 METHODS = tuple(REGISTRY)

@@ -173,7 +173,7 @@ def train_epoch(step_model, model: nn.Module, optimizer: SGD, loader, spec: RunS
         for group in optimizer.param_groups:
             group["lr"] = lr
         if step_hook is not None:
-            step_hook()
+            step_hook(epoch + i / steps)
         with autocast(spec, device):
             loss = F.cross_entropy(step_model(x).flatten(0, -2), y.flatten(), label_smoothing=spec.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
@@ -567,10 +567,12 @@ def train_one_epoch(live: Live, epoch: int, show: bool) -> tuple[float, float]:
         from tqdm import tqdm
         bar = tqdm(total=len(live.train_loader), desc=f"epoch {epoch + 1}/{live.spec.epochs}", leave=False,
                    file=sys.stderr)
-    def every_step():  # LRA recomputed before every step (lra_every: step)
-        live.record = set_multipliers(live.optimizer, live.model, live.method, epoch)
+    def every_step(progress: float):
+        live.method.before_step(live.model, progress)
+        if live.method.multipliers_every_step:  # LRA recomputed before every step (lra_every: step)
+            live.record = set_multipliers(live.optimizer, live.model, live.method, epoch)
 
-    step_hook = every_step if live.method.multipliers_every_step else None
+    step_hook = every_step
     with live.timer.section("train"):
         train_loss, lr, first = train_epoch(live.step_model, live.model, live.optimizer, live.train_loader, live.spec,
                                             epoch, live.device, bar, step_hook, time_first_step=live.compile_pending,

@@ -14,6 +14,7 @@ and may override
     before_epoch(ctx) -> GrowthEvent      grow before an epoch (None: no growth)
     batch_size(epoch)                     the training batch size of an epoch
     lr_multipliers(model, epoch)          per-parameter LR factors (a function of the model and epoch)
+    before_step(model, progress)          before every training step, at ``progress`` epochs (MSG's mask ramp)
 
 The loop owns everything else (optimizer, LR schedule, precision, evaluation, accounting,
 checkpoints). This module imports only torch: what a method needs from the harness (target
@@ -141,6 +142,9 @@ class Method:
         """Per-parameter LR multipliers by parameter name (tensor: per element) for training ``model``
         in ``epoch``, or None; a Multipliers value also carries fields for the history row."""
         return None
+
+    def before_step(self, model: nn.Module, progress: float) -> None:
+        """Called before every training step; ``progress`` = epoch + fraction of it done (0-based)."""
 
     def optimizer_policy(self) -> str | None:
         """Optimizer state at growth: carry | reset; None for a method that never grows."""

@@ -28,9 +28,14 @@ columns, so through every residual addition x_new = mean(x_old) exactly. A Layer
 then sees the same mean and d/d' of the variance: with eps' = eps d/d' and old gains x sqrt(d/d') its old
 outputs are unchanged and its new outputs are its new biases, 0; the readers' new columns (from the rule)
 multiply those zeros. New gains are the mean of the old (rescaled) ones: any value preserves the function.
+
+A **masked** rule (MSG, growth/mask.py) keeps the function by a mask on the new channels instead: its plan
+appends fresh channels to a LayerNorm'd group too, embeddings get fresh columns, and LayerNorms keep their old
+entries and eps (new gains 1, biases 0), since their masked statistics leave out the new channels at first.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -125,11 +130,24 @@ class LayerEdit:
     def plan_in(self) -> "GroupPlan | None":
         return self.plans.get(self.info.inp) if self.info.inp else None
 
+    def fan_in(self, new: bool) -> int:
+        """Inputs of one output unit, after (``new``) or before the growth: C_in x k x k; k x k depthwise."""
+        module, info = self.module, self.info
+        if info.depthwise:
+            return math.prod(module.weight.shape[2:])
+        if info.inp is None:
+            c_in = module.weight.shape[1]
+        else:
+            p = self.plans[info.inp]
+            c_in = (p.new if new else p.old) * info.span
+        return c_in * math.prod(module.weight.shape[2:])
+
 
 class Rule:
     """What a grower decides; the defaults give zero fresh weights, unit BN entries and no rescale."""
 
     rescale_bn_stats = True  # BN running statistics follow the rescale of the layer before them
+    masked = False  # new channels enter behind a mask (growth/mask.py): LayerNorm'd groups need no mean-carrying
 
     def prepare(self, model: nn.Module) -> None:
         """Called once before the surgery, with the model still at its old widths."""
@@ -144,6 +162,10 @@ class Rule:
     def fresh(self, layer: LayerEdit, part: str, shape: tuple[int, ...]) -> torch.Tensor:
         """A fresh weight block: ``part`` is 'rows' (fresh outputs), 'cols' (fresh inputs of old outputs)
         or 'depthwise' (fresh filters)."""
+        return torch.zeros(shape)
+
+    def fresh_embedding(self, path: str, shape: tuple[int, ...]) -> torch.Tensor:
+        """Fresh columns of an embedding table outside a mean-carrying plan (a masked rule's)."""
         return torch.zeros(shape)
 
     def finalize(self, layer: LayerEdit, weight: torch.Tensor) -> torch.Tensor:
@@ -225,20 +247,28 @@ def _grow_bn(mod: nn.modules.batchnorm._BatchNorm, plan: GroupPlan, s: float) ->
     mod.num_features = plan.new
 
 
-def _grow_embedding(mod: nn.Embedding, plan: GroupPlan) -> None:
+def _grow_embedding(mod: nn.Embedding, plan: GroupPlan, rule: Rule, path: str) -> None:
     """An embedding table writes its group along dim 1: new columns are the mean of the old ones in a
-    mean-carrying group, else zero (replicas copy their original's column)."""
+    mean-carrying group, else the rule's fresh columns (replicas copy their original's column)."""
     w = mod.weight.detach()
-    fresh = w.mean(1, keepdim=True) if plan.carry_mean else w.new_zeros(w.shape[0], 1)
-    mod.weight = nn.Parameter(_gather(torch.cat([w, fresh.expand(-1, plan.n_fresh)], 1), plan, 1).contiguous())
+    if plan.carry_mean:
+        fresh = w.mean(1, keepdim=True).expand(-1, plan.n_fresh)
+    else:
+        fresh = rule.fresh_embedding(path, (w.shape[0], plan.n_fresh)).to(w.device, w.dtype)
+    mod.weight = nn.Parameter(_gather(torch.cat([w, fresh], 1), plan, 1).contiguous())
     mod.embedding_dim = plan.new
 
 
-def _grow_layernorm(mod: nn.LayerNorm, plan: GroupPlan) -> None:
+def _grow_layernorm(mod: nn.LayerNorm, plan: GroupPlan, masked: bool) -> None:
     """LayerNorm over a mean-carrying group (see the top): eps x d/d', old gains x sqrt(d/d'), new gains
-    their mean, new biases 0."""
+    their mean, new biases 0. Under a mask: old entries and eps kept, new gains 1, biases 0."""
     if not plan.carry_mean:
-        raise ValueError("a LayerNorm's group must grow by mean-carrying (surgery.mean_plan)")
+        if not masked:
+            raise ValueError("a LayerNorm's group must grow by mean-carrying (surgery.mean_plan) or behind a mask")
+        mod.weight = nn.Parameter(torch.cat([mod.weight.detach(), mod.weight.new_ones(plan.n_fresh)]))
+        mod.bias = nn.Parameter(torch.cat([mod.bias.detach(), mod.bias.new_zeros(plan.n_fresh)]))
+        mod.normalized_shape = (plan.new,)
+        return
     if mod.weight is None:
         raise ValueError("a LayerNorm without gains cannot be widened exactly: its old outputs would grow by "
                          "sqrt(d'/d)")
@@ -285,8 +315,8 @@ def grow_model(model: nn.Module, new_widths: dict[str, int], rule: Rule, stage: 
             raise ValueError(f"group {g}: cannot shrink from {old} to {new}")
         if new == old:
             plans[g] = GroupPlan.identity(old)
-        else:  # a LayerNorm'd group carries the mean whatever the rule: nothing else keeps LayerNorm exact
-            plans[g] = mean_plan(old, new) if g in normalized else rule.plan(g, old, new)
+        else:  # a LayerNorm'd group carries the mean whatever the rule, unless a mask keeps the function
+            plans[g] = mean_plan(old, new) if g in normalized and not rule.masked else rule.plan(g, old, new)
         plans[g].check()
     modules = dict(model.named_modules())
     layers = layer_groups(model)
@@ -307,9 +337,9 @@ def grow_model(model: nn.Module, new_widths: dict[str, int], rule: Rule, stage: 
                     if plan.grows or p_in.grows:
                         _grow_gather(modules[m.path], p_in, plan)
                 elif m.role == "embed" and plan.grows:
-                    _grow_embedding(modules[m.path], plan)
+                    _grow_embedding(modules[m.path], plan, rule, m.path)
                 elif m.role == "ln" and plan.grows:
-                    _grow_layernorm(modules[m.path], plan)
+                    _grow_layernorm(modules[m.path], plan, rule.masked)
         for g, plan in plans.items():
             if plan.grows:
                 tags = torch.cat([model.birth(g), torch.full((plan.n_fresh,), stage, dtype=torch.long)])

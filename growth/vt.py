@@ -7,7 +7,8 @@
 
 Fresh blocks (V, Z and the corner A) are drawn N(0, g^2 / F_new) at the layer's post-growth fan-in
 F_new (g^2 = 2 for ReLU layers, 1 for the classifier; depthwise F = k*k) for e = 1/2, and
-N(0, 1 / F_new^2) for e = 1 (docs/method.md §2.3). Every component is a switch, so the
+N(0, 1 / F_new^2) for e = 1 (docs/method.md §2.3); a model with its own init declares the std of its
+new weights (``fresh_std``: the GPT's N(0, 0.02^2)). Every component is a switch, so the
 ablation rows are configurations of this one rule.
 """
 from __future__ import annotations
@@ -36,24 +37,14 @@ class VarianceTransfer(Rule):
         self.rescale_classifier = rescale_classifier  # no BN follows the classifier: changes the logits
         self.rescale_unnormalized = rescale_unnormalized  # layers without a BN after them: changes the function
         self.normalized: set[str] = set()
+        self.model_std = None
 
     def prepare(self, model: nn.Module) -> None:
         self.normalized = {m.after for g in model.channel_groups() for m in g.members if m.role == "bn"}
+        self.model_std = getattr(model, "fresh_std", None)  # a model with its own init (the GPT) names it
 
     def plan(self, group: str, old: int, new: int) -> GroupPlan:
         return paired_plan(old, new)
-
-    @staticmethod
-    def _fan_in(layer: LayerEdit, new: bool) -> int:
-        module, info = layer.module, layer.info
-        if info.depthwise:
-            return math.prod(module.weight.shape[2:])
-        if info.inp is None:
-            c_in = module.weight.shape[1]
-        else:
-            p = layer.plans[info.inp]
-            c_in = (p.new if new else p.old) * info.span
-        return c_in * math.prod(module.weight.shape[2:])
 
     def scale(self, layer: LayerEdit) -> float:
         p_in = layer.plan_in()
@@ -65,13 +56,16 @@ class VarianceTransfer(Rule):
             return 1.0
         if self.mode == "fanin":
             return (p_in.old / p_in.new) ** self.exponent
-        fan = self._fan_in(layer, new=self.mode == "constraint_new")
+        fan = layer.fan_in(new=self.mode == "constraint_new")
         var = layer.module.weight.detach().float().var().item()
         return 1.0 / math.sqrt(fan * var)
 
     def fresh(self, layer: LayerEdit, part: str, shape: tuple[int, ...]) -> torch.Tensor:
         """V, Z and A alike: the layer's own init at its post-growth fan-in."""
-        fan = self._fan_in(layer, new=True)
+        fan = layer.fan_in(new=True)
+        std = self.model_std(layer.path, fan) if self.model_std is not None and self.exponent == 0.5 else None
+        if std is not None:
+            return torch.randn(shape, generator=self.generator) * std
         gain2 = 1.0 if layer.info.out is None else 2.0
         std = math.sqrt(gain2 / fan) if self.exponent == 0.5 else 1.0 / fan
         return torch.randn(shape, generator=self.generator) * std

@@ -17,7 +17,8 @@ receive groups and edit each member according to its role:
   embed      an nn.Embedding's weight dim 1: a lookup table *produces* the group's channels
   ln         LayerNorm weight and bias over the group. LayerNorm couples the channels (it normalises
              over all of them), so a group with an ``ln`` member grows by *mean-carrying* new channels
-             (growth/surgery.py): every reader of such a group must read it through a LayerNorm
+             (growth/surgery.py), or behind a mask (MSG, growth/mask.py): every reader of such a group must read
+             it through a LayerNorm
   act        a parameter-free activation module (ReLU, GELU) acting on the group's channels (no tensor dims); the
              first ``act`` of a simple producer/consumer pair is the producer units' nonlinearity,
              where the gradient growers (baselines/) read pre-activations and gradients

@@ -90,7 +90,7 @@ def test_paired_stream_channels_would_change_the_logits(monkeypatch):
     x = _tokens()
     y0 = model(x)
     monkeypatch.setattr(surgery, "mean_plan", lambda old, new: surgery.paired_plan(old, new))
-    monkeypatch.setattr(surgery, "_grow_layernorm", lambda mod, plan: _naive_layernorm(mod, plan))
+    monkeypatch.setattr(surgery, "_grow_layernorm", lambda mod, plan, masked: _naive_layernorm(mod, plan))
     grow_model(model, {"stream": model.widths["stream"] + 4}, VarianceTransfer(torch.Generator().manual_seed(0)), 1)
     assert _rel_diff(y0, model(x)) > 1e-3
 
@@ -150,3 +150,17 @@ def test_grown_to_full_width_has_the_large_models_shapes():
     large = GPTChar(target, num_classes=VOCAB, image_size=32)
     assert {n: p.shape for n, p in model.state_dict().items() if torch.is_tensor(p) and not n.startswith("births")} == \
            {n: p.shape for n, p in large.state_dict().items() if torch.is_tensor(p) and not n.startswith("births")}
+
+
+def test_init_and_growth_draw_at_nanogpts_stds():
+    """The GPT's init is nanoGPT's (0.02; residual writers 0.02 / sqrt(2 x layers)) at every width, and VT's new
+    weights follow it (fresh_std), not the CNNs' Kaiming fan-in rule."""
+    model = GPTChar(_quarter(), num_classes=VOCAB, image_size=32)
+    writer = 0.02 / (2 * GPTChar.LAYERS) ** 0.5
+    assert model.blocks[0].fc1.weight.std().item() == pytest.approx(0.02, rel=0.05)
+    assert model.blocks[0].fc2.weight.std().item() == pytest.approx(writer, rel=0.05)
+    assert model.tok.weight.std().item() == pytest.approx(0.02, rel=0.05)
+    d = model.widths["b0.mlp"]
+    grow_model(model, {"b0.mlp": 4 * d}, VarianceTransfer(torch.Generator().manual_seed(0)), 1)
+    assert model.blocks[0].fc1.weight[d:].std().item() == pytest.approx(0.02, rel=0.05)  # V
+    assert model.blocks[0].fc2.weight[:, d:].std().item() == pytest.approx(writer, rel=0.05)  # [Z, -Z]

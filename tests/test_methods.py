@@ -29,7 +29,8 @@ def test_every_registered_method_declares_itself(name):
     for f in dataclasses.fields(cls.Options):
         assert f.metadata.get("doc"), f"{name}: option {f.name} has no doc"
     assert t["grows"] == (t["original_optimizer"] is not None)
-    spec = make_spec("smoke", method=name)
+    arch = "resnet20" if getattr(cls, "supports_images", True) else "gpt_char"  # MSG: transformers only
+    spec = make_spec("smoke", method=name, arch=arch)
     assert isinstance(spec.options, cls.Options)
 
 

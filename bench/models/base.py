@@ -145,6 +145,12 @@ class WidthModel(nn.Module):
             if isinstance(m, ReLU):
                 m.grad_at_zero = on
 
+    def fresh_std(self, path: str, fan_in: int) -> float | None:
+        """Std of the new weights a growth rule draws for layer ``path`` at post-growth fan-in ``fan_in``
+        (VT's V, Z and A; MSG's new units), so that new units are born at the model's own init. None:
+        the rule's default, the Kaiming fan-in rule that init_weights below follows."""
+        return None
+
     def init_weights(self) -> None:
         """Kaiming-normal (fan-in, ReLU gain) for convs and hidden linears; N(0, 1/fan_in) for the
         classifier; BN gamma 1, beta 0. docs/method.md §2.3: the thin network uses the same rule as growth."""

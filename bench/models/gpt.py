@@ -91,13 +91,22 @@ class GPTChar(WidthModel):
         self.classifier = self.linear("classifier", "stream", None)
         self.init_weights()
 
+    # nanoGPT's init (GPT-2's): every weight N(0, 0.02^2), the residual writers' (proj, fc2) N(0, (0.02 / sqrt(2L))^2)
+    # so that the stream's variance does not grow with depth; biases 0, LayerNorm gain 1, bias 0. Width-free:
+    # the quarter-width start and growth's new weights (fresh_std) use the same stds. Measured at lm_quick, seed 0,
+    # one thread: validation 1.845 nats/char against 2.020 with the CNNs' Kaiming fan-in rule and N(0, 1)
+    # embeddings (docs/measurements.md)
+    INIT_STD = 0.02
+
+    def fresh_std(self, path: str, fan_in: int) -> float:
+        return self.INIT_STD / ((2 * self.LAYERS) ** 0.5 if path.endswith((".proj", ".fc2")) else 1.0)
+
     def init_weights(self) -> None:
-        """Linears: the base rule (Kaiming fan-in for hidden layers, 1/fan-in for the head), which growth's
-        fresh weights also follow; embeddings N(0, 1); LayerNorm gain 1, bias 0."""
-        super().init_weights()
-        for m in self.modules():
-            if isinstance(m, nn.Embedding):
-                nn.init.normal_(m.weight)
+        for name, m in self.named_modules():
+            if isinstance(m, (nn.Embedding, nn.Linear)):
+                nn.init.normal_(m.weight, 0.0, self.fresh_std(name, 0))
+                if getattr(m, "bias", None) is not None:
+                    nn.init.zeros_(m.bias)
             elif isinstance(m, nn.LayerNorm):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
