@@ -122,3 +122,15 @@ def test_msg_gpt_trains_and_resumes_exactly(text_dir, tmp_path, monkeypatch):  #
     monkeypatch.setattr(train_mod, "save_checkpoint", real_save)
     resumed = train_mod.run(spec_b, progress=False, log=lambda *a, **k: None)
     assert [r["test_loss"] for r in resumed["epochs"]] == [r["test_loss"] for r in whole["epochs"]]
+
+
+def test_every_stream_writer_is_masked():
+    """At r = 0 the stream's new channels are 0 everywhere, the position table's included (it is read
+    through its forward, where the mask's hook sits)."""
+    model = _trained_looking()
+    d = model.widths["stream"]
+    _grow_masked(model, {"stream": d + 4})
+    seen = {}
+    model.ln_f.register_forward_hook(lambda m, i, o: seen.update(x=i[0]))
+    model(_tokens())
+    assert torch.equal(seen["x"][..., d:], torch.zeros_like(seen["x"][..., d:]))

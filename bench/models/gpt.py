@@ -115,7 +115,7 @@ class GPTChar(WidthModel):
         t = idx.shape[1]
         if t > self.context:
             raise ValueError(f"sequence of {t} tokens is longer than the context ({self.context})")
-        x = self.tok(idx) + self.pos.weight[:t]
+        x = self.tok(idx) + self.pos(torch.arange(t, device=idx.device))  # through forward: hooks see it (MSG)
         for block in self.blocks:
             x = block(x)
         return self.classifier(self.ln_f(x))
