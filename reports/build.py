@@ -19,15 +19,16 @@ class ReportError(ValueError):
     """A report that cannot be built where asked; one line naming the folder."""
 
 
-def check_folders(results_dir: Path, out: Path) -> None:
+def check_folders(results_dirs: list[Path], out: Path) -> None:
     """Refuse a results folder that is missing, and an output folder the build could not safely replace."""
-    if not results_dir.is_dir():
-        raise ReportError(f"--results {results_dir}: no such folder")
-    if not any(results_dir.glob("*/config.json")):
-        raise ReportError(f"--results {results_dir}: no run directories in it (python -m bench run / sweep makes them)")
-    res, dst = results_dir.resolve(), out.resolve()
-    if dst == res or res.is_relative_to(dst):
-        raise ReportError(f"--out {out}: holds the results folder {results_dir}; replacing it would delete runs")
+    for results_dir in results_dirs:
+        if not results_dir.is_dir():
+            raise ReportError(f"--results {results_dir}: no such folder")
+        if not any(results_dir.glob("*/config.json")):
+            raise ReportError(f"--results {results_dir}: no run directories in it (python -m bench run / sweep makes them)")
+        res, dst = results_dir.resolve(), out.resolve()
+        if dst == res or res.is_relative_to(dst):
+            raise ReportError(f"--out {out}: holds the results folder {results_dir}; replacing it would delete runs")
     if out.exists():
         if not out.is_dir():
             raise ReportError(f"--out {out}: is a file, not a folder")
@@ -37,10 +38,12 @@ def check_folders(results_dir: Path, out: Path) -> None:
             raise ReportError(f"--out {out}: not empty and not a growbench report; choose another folder")
 
 
-def build(results_dir: str | Path, out_dir: str | Path, include_smoke: bool = False) -> dict:
-    """Build the report in a fresh folder beside ``out_dir`` and swap it in: a failed build leaves the
-    previous report as it was, and nothing but a previous report is ever replaced."""
-    results_dir, out = Path(results_dir), Path(out_dir)
+def build(results: str | Path | list, out_dir: str | Path, include_smoke: bool = False) -> dict:
+    """Build the report of the runs in ``results`` (a folder of run directories, or a list of them) in a fresh
+    folder beside ``out_dir`` and swap it in: a failed build leaves the previous report as it was, and nothing
+    but a previous report is ever replaced."""
+    results_dir = [Path(p) for p in results] if isinstance(results, (list, tuple)) else [Path(results)]
+    out = Path(out_dir)
     check_folders(results_dir, out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.building."))
@@ -68,7 +71,7 @@ def build(results_dir: str | Path, out_dir: str | Path, include_smoke: bool = Fa
 
 def caveats(results_dir, runs, incomplete, smoke: int, include_smoke: bool, sources) -> list[str]:
     """What a reader must know before reading a number (report.md and index.html say the same)."""
-    notes = [f"Runs read from `{results_dir}`: {len(runs)} complete, {len(incomplete)} failed or unfinished "
+    notes = [f"Runs read from {', '.join(f'`{d}`' for d in results_dir)}: {len(runs)} complete, {len(incomplete)} failed or unfinished "
              "(listed at the end, never averaged in)."
              + (f" {smoke} smoke-preset runs (a few hundred images: tests, not results) "
                 + ("are shown, their protocol marked SMOKE, without verdicts." if include_smoke
@@ -104,7 +107,7 @@ def provenance(runs, results) -> list[str]:
             "Every cell's runs: the tables' CSV (run_ids, config_hashes) and the list at the end."]
 
 
-def _build(results_dir: Path, out: Path, include_smoke: bool = False) -> dict:
+def _build(results_dir: list[Path], out: Path, include_smoke: bool = False) -> dict:
     (out / "tables").mkdir(parents=True)
     (out / "figures").mkdir()
     runs, incomplete, results = load_runs(results_dir)
@@ -119,7 +122,7 @@ def _build(results_dir: Path, out: Path, include_smoke: bool = False) -> dict:
     made["notes"], made["provenance"] = notes, provenance(runs, results)
     md = ["# growbench report", ""] + [x for n in notes for x in (n, "")]
     for name, table in tables.TABLES.items():
-        caption, df = table.caption, table.build(runs)
+        caption, df = table.caption, table.build(runs[runs.kind == table.kind] if not runs.empty else runs)
         (out / "tables" / f"{name}.csv").write_text(tables.to_csv(df))  # every cell's numbers and runs
         made["tables"][name] = df
         md += [f"## {caption}", ""]
@@ -133,12 +136,15 @@ def _build(results_dir: Path, out: Path, include_smoke: bool = False) -> dict:
         if not shaped:
             (out / "tables" / f"{name}.tex").write_text(tables.to_latex(df, caption))
             md += [tables.to_markdown(df), ""]
-    if not runs.empty:
-        stats = tables.seed_stats(runs)
-        figs = out / "figures"
-        made["figures"] = (figures.accuracy_vs_epoch(runs, results, figs) + figures.accuracy_vs_cost(stats, figs)
-                           + figures.lra_multipliers(runs, results, figs) + figures.width_schedule(runs, results, figs)
-                           + figures.time_to_accuracy(runs, results, figs) + figures.layer_scales(runs, results, figs))
+    images = runs[runs.kind == "image"] if not runs.empty else runs
+    figs = out / "figures"
+    if not images.empty:
+        stats = tables.seed_stats(images)
+        made["figures"] = (figures.accuracy_vs_epoch(images, results, figs) + figures.accuracy_vs_cost(stats, figs)
+                           + figures.lra_multipliers(images, results, figs) + figures.width_schedule(images, results, figs)
+                           + figures.time_to_accuracy(images, results, figs) + figures.layer_scales(images, results, figs))
+    if not runs.empty and (runs.kind == "text").any():
+        made["figures"] += figures.loss_vs_flops(tables.of_table(runs[runs.kind == "text"], "lm"), results, figs)
     md += ["## How these were run", ""] + [f"- {x}" for x in made["provenance"]] + [""]
     md += ["## Figures", ""] + [f"![{p.stem}](figures/{p.name})" for p in made["figures"] if p.suffix == ".png"]
     md += ["", "## Runs behind the cells", "", tables.to_markdown(

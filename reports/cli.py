@@ -1,4 +1,4 @@
-"""``python -m reports --results results --out reports/out``."""
+"""``python -m reports --results results [more results folders] --out reports/out``."""
 from __future__ import annotations
 
 import argparse
@@ -10,7 +10,8 @@ from reports.build import ReportError, build
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m reports", description="tables and figures from run directories")
-    p.add_argument("--results", default="results", help="directory holding the run directories")
+    p.add_argument("--results", nargs="+", default=["results"],
+                   help="directories holding the run directories (several: one report of all their runs)")
     p.add_argument("--out", default="reports/out",
                    help="output directory (a previous report there is replaced; nothing else is)")
     p.add_argument("--include-smoke", action="store_true",

@@ -1,6 +1,7 @@
 """The paper's figures from run records (matplotlib + seaborn, Agg backend): F3 accuracy vs epoch
 with growth epochs, F4 accuracy vs training cost, F5 LRA multipliers, F6 width schedule, F7 time to
-accuracy, F8 layer scales. Each figure is written as PNG and SVG."""
+accuracy, F8 layer scales; F9 a language model's validation loss against training FLOPs. Each figure is
+written as PNG and SVG."""
 from __future__ import annotations
 
 import hashlib
@@ -238,4 +239,29 @@ def layer_scales(runs, results, out: Path) -> list[Path]:
         fig.suptitle(f"Layer scales: {setting}, {proto}", y=1.03)
         _legend_outside(axes[1])
         paths += _save(fig, out, "F8_layer_scales_" + _slug(setting, proto))
+    return paths
+
+
+def loss_vs_flops(runs, results, out: Path) -> list[Path]:
+    """F9 (language model): validation loss (nats per character) after each epoch against the cumulative
+    training FLOPs up to it (growth work included), mean over seeds per method, a band from the lowest to the
+    highest seed; a method that reaches a loss with fewer FLOPs lies left of another."""
+    paths = []
+    for setting, proto in _groups(runs):
+        sel = runs[(runs.setting == setting) & (runs.protocol == proto)]
+        fig, ax = plt.subplots(figsize=(9, 4.8))
+        for method, g in sorted(sel.groupby("method")):
+            hists = [results[rid]["epochs"] for rid in g.run_id]
+            flops = pd.DataFrame([[h["train_flops"] + h.get("growth_flops", 0) for h in hist] for hist in hists]).mean()
+            loss = pd.DataFrame([[h["test_loss"] for h in hist] for hist in hists])
+            st = style(method)
+            ax.plot(flops / 1e12, loss.mean(axis=0), color=st["color"], ls=st["ls"], marker=st["marker"],
+                    markersize=3, label=f"{method} (n={len(g)}): {loss.mean(axis=0).iloc[-1]:.3f}")
+            if len(g) > 1:
+                ax.fill_between(flops / 1e12, loss.min(axis=0), loss.max(axis=0), color=st["color"], alpha=0.15, lw=0)
+        ax.set(title=f"Validation loss against training FLOPs: {setting}, {proto}\nmean over seeds, band: lowest to "
+               "highest seed; legend: final loss", xlabel="cumulative training FLOPs (10^12)",
+               ylabel="validation loss (nats/char)")
+        _legend_outside(ax)
+        paths += _save(fig, out, "F9_loss_vs_flops_" + _slug(setting, proto))
     return paths

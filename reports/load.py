@@ -48,6 +48,13 @@ def machine_load(history: list[dict]) -> str:
     return f"loaded (CPU share {mean:.2f})" if mean < LOADED_SHARE else ""
 
 
+def kind(config: dict) -> str:
+    """"text" for a language model's run (its tables and figures are its own), else "image"."""
+    from bench.data import TEXT_DATASETS
+
+    return "text" if config.get("dataset") in TEXT_DATASETS else "image"
+
+
 def protocol(config: dict) -> str:
     """Epochs, images and precision: runs in different precisions compute different things and are
     never averaged together (every table and figure groups by protocol)."""
@@ -129,10 +136,12 @@ def label_variants(done: list[dict]) -> None:
                 r["method"] += " [" + ", ".join(diff) + "]"
 
 
-def load_runs(results_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, dict]]:
-    """(complete runs, incomplete runs, full result dicts by run id), sorted by run id."""
+def load_runs(results_dir: str | Path | list) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, dict]]:
+    """(complete runs, incomplete runs, full result dicts by run id) of one folder of run directories or a
+    list of them, sorted by run id."""
     done, other, results = [], [], {}
-    for cfg_path in sorted(Path(results_dir).glob(f"*/{CONFIG}")):
+    dirs = results_dir if isinstance(results_dir, (list, tuple)) else [results_dir]
+    for cfg_path in sorted((p for d in dirs for p in Path(d).glob(f"*/{CONFIG}")), key=lambda p: p.parent.name):
         try:
             _load_one(cfg_path, done, other, results)
         except (RunDirError, KeyError, TypeError, AttributeError, ValueError) as e:
@@ -140,7 +149,7 @@ def load_runs(results_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, dict
             other.append({"run_id": cfg_path.parent.name, "state": f"corrupt: {reason}", "epochs_done": 0})
     label_variants(done)
     cols_done = ["run_id", "method", "grows", "uses_lra", "smoke", "arch", "dataset", "setting", "protocol", "seed", "config_hash", "data_source",
-                 "acc", "best_acc", "cost", "cost_overhead", "train_seconds", "total_seconds", "device", "mode", "params", "load", "moved"]
+                 "acc", "best_acc", "val_loss", "kind", "cost", "cost_overhead", "train_seconds", "total_seconds", "device", "mode", "params", "load", "moved"]
     cols_other = ["run_id", "method", "arch", "dataset", "setting", "protocol", "seed", "state", "epochs_done", "epochs"]
     return (pd.DataFrame(done, columns=cols_done), pd.DataFrame(other, columns=cols_other).astype(object).fillna(""),
             results)
@@ -165,6 +174,9 @@ def _load_one(cfg_path: Path, done: list, other: list, results: dict) -> None:
     t, f, mode = r["times"], r["flops"], r["mode"]
     done.append({**base, "config": _flat(config), "config_hash": r["config_hash"], "data_source": r["data_source"],
                  "acc": 100 * r["final_test_acc"], "best_acc": 100 * r["best_test_acc"],
+                 # a language model's measure: the last epoch's validation loss, nats per character
+                 "val_loss": r["epochs"][-1]["test_loss"] if r.get("epochs") else float("nan"),
+                 "kind": kind(config),
                  "cost": 100 * f["train_cost_fraction"],
                  "cost_overhead": 100 * f["train_with_overhead"] / f["large_train"],
                  "train_seconds": t["train_seconds"] + t["growth_seconds"], "total_seconds": t["total_seconds"],

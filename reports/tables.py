@@ -135,6 +135,47 @@ def comparison(runs: pd.DataFrame, methods: list[str], settings: list[tuple[str,
     return pd.DataFrame(rows, columns=cols).astype(object).fillna("")
 
 
+def of_table(runs: pd.DataFrame, table: str) -> pd.DataFrame:
+    """The runs of ``table``'s methods and their variants (reports.load.label_variants); not the examples'."""
+    rows = set(rows_of(table))
+    return runs[[m.split(" [")[0].removesuffix("+ba") in rows for m in runs.method]] if not runs.empty else runs
+
+
+def lm_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per (setting, protocol, data source) x method that has runs, the methods in registry order;
+    a language model's run measures its last epoch's validation loss (lower is better)."""
+    rows = []
+    order = {m: i for i, m in enumerate(rows_of("lm"))}
+    runs = of_table(runs, "lm")
+    for (setting, proto, source), sel in (runs.groupby(["setting", "protocol", "data_source"], sort=True)
+                                          if not runs.empty else []):
+        large = sel[sel.method == target_method()]
+        large_cell = stats.cell(large.val_loss) if len(large) else None
+        sp = speedups(sel)
+        for m, s in sorted(sel.groupby("method"), key=lambda kv: (order.get(kv[0], len(order)), kv[0])):
+            c = stats.cell(s.val_loss)
+            delta, delta_ci = stats.welch(c, large_cell) if large_cell else (float("nan"), None)
+            t = sp[sp.method == m] if not sp.empty else sp
+            rows.append({"setting": setting, "data": source, "protocol": proto, "method": m,
+                         "cost_pct": _fmt(s.cost.mean(), 1), "cost_overhead_pct": _fmt(s.cost_overhead.mean(), 1),
+                         "val_loss": f"{c.mean:.3f} +- {_fmt(c.std, 3) or 'n/a'}", "n": c.n,
+                         "loss_ci95": stats.fmt_ci(c.ci, 3), "bpc": _fmt(c.mean / math.log(2), 3),
+                         "delta_vs_large": _fmt(delta, 3),
+                         "delta_ci95": "" if m == target_method() else stats.fmt_ci(delta_ci, 3),
+                         "next_char_acc": _fmt(s.acc.mean()),
+                         "train_seconds": "; ".join(f"{r.seconds:.0f} ({r.device}, {r.mode}{', ' + r.timing if r.timing else ''})"
+                                                    for r in t.itertuples()),
+                         "params": str(int(s.params.iloc[0])), "run_ids": " ".join(sorted(s.run_id)),
+                         "config_hashes": " ".join(sorted({h[:10] for h in s.config_hash}))})
+    cols = ["setting", "data", "protocol", "method", "cost_pct", "cost_overhead_pct", "val_loss", "n", "loss_ci95",
+            "bpc", "delta_vs_large", "delta_ci95", "next_char_acc", "train_seconds", "params", "run_ids",
+            "config_hashes"]
+    if not rows:  # no language-model runs: the rows it would have, each "not run"
+        rows = [{"setting": "gpt_char/tinyshakespeare", "protocol": NOT_RUN, "method": m, "val_loss": NOT_RUN, "n": 0}
+                for m in order]
+    return pd.DataFrame(rows, columns=cols).astype(object).fillna("")
+
+
 def settings_of(runs: pd.DataFrame, default: tuple[str, str, str]) -> list[tuple[str, str, str]]:
     if runs.empty:
         return [default]
@@ -193,6 +234,7 @@ class Table:
     paper_rows: tuple[str, ...] = ()
     batch_adapted: bool = False  # the paper's method with batch-size adaptation follows it as a row of its own
     paper_shape: bool = True  # also in the paper's layout (a column group per setting)
+    kind: str = "image"  # the runs it is built from: image models' or language models' (reports.load.kind)
 
 
 TABLES = {
@@ -205,16 +247,24 @@ TABLES = {
     "wallclock": Table("Wall-clock: large, full, full with batch-size adaptation (speed-ups only between runs on "
                        "one device and mode)", wallclock_table, roles=("target", "paper"), batch_adapted=True,
                        paper_shape=False),
+    "lm": Table("T3. Language model (character GPT, Tiny Shakespeare): training cost (% of the large model's FLOPs), "
+                "validation loss in nats per character (mean ± std (n seeds), 95 % interval), bits per character, "
+                "difference to the large model with its 95 % Welch interval (negative: better), next-character "
+                "accuracy", lm_table, roles=("target", "paper", "ablation", "baseline"), paper_shape=False,
+                kind="text"),
 }
 
 
 def rows_of(table: str) -> list[str]:
-    """The methods ``table`` lists, in registry order; "+ba" marks the batch-size-adapted variant."""
-    from bench.methods import METHODS
+    """The methods ``table`` lists, in registry order, those that can train its kind of model; "+ba" marks the
+    batch-size-adapted variant."""
+    from bench.methods import METHODS, method_class
 
     t, rows = TABLES[table], []
     for m in METHODS:
         role = traits(m)["role"]
+        if not getattr(method_class(m), "supports_tokens" if t.kind == "text" else "supports_images", True):
+            continue
         if role in t.roles or m in t.paper_rows:
             rows.append(m)
         if role == "paper" and t.batch_adapted:

@@ -10,6 +10,7 @@ from bench import cli
 from reports import tables
 from reports.build import build
 from reports.load import load_runs
+from test_lm import text_dir  # noqa: F401  (the fixture: Tiny Shakespeare, or a stand-in)
 
 
 @pytest.fixture(scope="module")
@@ -287,3 +288,26 @@ def test_table_rows_follow_the_methods_roles(monkeypatch):
     assert not any("random_units" in r for r in rows.values())
     assert rows["ablation"] == ["large", "growing", "growing+vrs", "growing+lra", "full", "net2net"]
     assert rows["wallclock"] == ["large", "full", "full+ba"]
+
+
+def test_language_model_runs_get_their_own_table_and_figure(smoke_results, text_dir, tmp_path):  # noqa: F811
+    """GPT runs beside image runs, from a second results folder: the LM table holds them (loss in nats, bits
+    per character = loss / ln 2, the difference to the large model), the image tables and figures do not, and
+    F9 plots their loss against FLOPs."""
+    lm = tmp_path / "lm"
+    common = ["--data-dir", str(text_dir), "--out-dir", str(lm), "--preset", "smoke", "--arch", "gpt_char",
+              "--progress", "off"]
+    for method in ("large", "msg"):
+        for seed in ("0", "1"):
+            assert cli.main(["run", *common, "--method", method, "--seed", seed]) == 0
+    made = build([smoke_results, lm], tmp_path / "report", include_smoke=True)
+    t = made["tables"]["lm"]
+    assert list(t.method) == ["large", "msg"] and list(t.n) == [2, 2]
+    runs, _, _ = load_runs(lm)
+    mean = {m: g.val_loss.mean() for m, g in runs.groupby("method")}
+    assert t.bpc.tolist() == [f"{mean[m] / math.log(2):.3f}" for m in ("large", "msg")]
+    assert t.delta_vs_large.iloc[1] == f"{mean['msg'] - mean['large']:.3f}" and t.delta_ci95.iloc[1].startswith("[")
+    assert "gpt_char/tinyshakespeare" not in set(made["tables"]["main"].setting)
+    names = [p.name for p in made["figures"]]
+    assert any(n.startswith("F9_loss_vs_flops_gptchar") for n in names)
+    assert not any("gptchar" in n for n in names if not n.startswith("F9"))
