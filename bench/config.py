@@ -48,7 +48,8 @@ class RunSpec:
     epochs: int = option(15, "epochs of training", low=1)
     batch_size: int = option(128, "images per training step", low=1)
     eval_batch_size: int = option(500, "images per evaluation step (no effect on results)", low=1)
-    lr: float = option(0.1, "peak learning rate, per image-averaged loss", low=0, low_open=True)
+    lr: float = option(0.1, "peak learning rate, per image-averaged loss", low=0, high=1e30,  # fp32 holds it
+                       low_open=True)
     optimizer: str = option("sgd", "sgd | adamw (bench/optim.py; both take the LR multipliers)",
                             choices=("sgd", "adamw"))
     momentum: float = option(0.9, "SGD momentum", low=0, high=1)

@@ -151,7 +151,22 @@ def set_multipliers(optimizer: SGD, model: nn.Module, method: Method, epoch: int
 
 
 class Diverged(RuntimeError):
-    """The run's numbers went non-finite; the message names the epoch and step, or the growth."""
+    """The run's numbers went non-finite or exploded; the message names the epoch and step, or the growth."""
+
+
+# an epoch whose mean training loss is above EXPLODED x ln(classes), ten times the loss of a uniform guess,
+# has exploded: no run that trains recovers from there (--lr 50 on ResNet-20 reaches 5e11 in one epoch)
+EXPLODED = 10.0
+
+
+def check_exploded(train_loss: float, test_loss: float, epoch: int, num_classes: int) -> None:
+    """Stop a run whose finite numbers have blown up as diverged, not record it complete."""
+    bound = EXPLODED * math.log(num_classes)
+    if train_loss > bound:
+        raise Diverged(f"training loss {train_loss:.3g} at epoch {epoch + 1} is above {bound:.3g} "
+                       f"({EXPLODED:g} x ln {num_classes}, {EXPLODED:g} times a uniform guess's): exploded")
+    if not math.isfinite(test_loss):
+        raise Diverged(f"test loss not finite at epoch {epoch + 1} (training loss {train_loss:.3g})")
 
 
 def train_epoch(step_model, model: nn.Module, optimizer: SGD, loader, spec: RunSpec, epoch: int,
@@ -444,6 +459,7 @@ def _run(spec: RunSpec, rd: RunDir, progress: bool | None, log, world: World = S
         prepare_epoch(live, epoch)
         train_loss, lr = train_one_epoch(live, epoch, show)
         test_loss, test_acc, layers = evaluate_epoch(live, st)
+        check_exploded(train_loss, test_loss, epoch, live.num_classes)
         st.epoch = epoch + 1
         live.timer.totals["wall"] += time.perf_counter() - t_epoch  # the epoch without its checkpoint write
         row = account(live, st, epoch, event, train_loss, lr, test_loss, test_acc)

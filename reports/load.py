@@ -171,6 +171,9 @@ def _load_one(cfg_path: Path, done: list, other: list, results: dict) -> None:
         other.append({**base, "state": state, "epochs_done": epochs, "epochs": config["epochs"]})
         return
     r = RunDir(d).result()
+    for key in ("final_test_acc", "best_test_acc"):  # never a non-finite or impossible accuracy in a cell
+        if not isinstance(r[key], (int, float)) or not 0.0 <= r[key] <= 1.0:
+            raise ValueError(f"{key} {r[key]!r} is not an accuracy in [0, 1]")
     t, f, mode = r["times"], r["flops"], r["mode"]
     done.append({**base, "config": _flat(config), "config_hash": r["config_hash"], "data_source": r["data_source"],
                  "acc": 100 * r["final_test_acc"], "best_acc": 100 * r["best_test_acc"],

@@ -11,7 +11,7 @@ from torch import nn
 
 import growth
 from bench import cli
-from bench.config import make_spec, run_id
+from bench.config import ConfigError, make_spec, run_id
 from bench.models import build
 from bench.optim import SGD, rebuild_optimizer
 from bench.records import CHECKPOINT, HISTORY, LOCK, PREV_CHECKPOINT, RESULT, RunDir, RunDirError, read_json, write_json
@@ -311,3 +311,26 @@ def test_full_disk_is_one_line(tmp_path, cifar_dir, monkeypatch, capsys):
                    str(tmp_path), "--progress", "off"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 1 and len(err) == 1 and "No space left on device" in err[0] and "checkpoint.pt" in err[0]
+
+
+@pytest.mark.parametrize("lr, reason", [(50.0, "exploded"), (1e25, "not finite")])
+def test_exploding_learning_rate_fails_as_diverged(tmp_path, cifar_dir, lr, reason):
+    """A finite but exploding training loss (--lr 50) and an overflowing one (--lr 1e25) both stop the run as
+    diverged, with no result written; an LR that fp32 cannot hold (1e300) is refused before the run."""
+    spec = _smoke(tmp_path, cifar_dir, method="large", epochs=2, lr=lr)
+    with pytest.raises(Diverged, match=reason):
+        run(spec, **QUIET)
+    rd = RunDir(tmp_path / run_id(spec))
+    assert not rd.complete and rd.state() == "failed" and reason in read_json(rd.path / "failed.json")["reason"]
+    with pytest.raises(ConfigError, match="lr"):
+        _smoke(tmp_path, cifar_dir, method="large", lr=1e300)
+
+
+def test_the_explosion_bound_is_ten_uniform_guesses():
+    from bench.train import check_exploded
+
+    check_exploded(22.9, 2.0, 0, 10)  # below 10 ln 10 = 23.03
+    with pytest.raises(Diverged, match="above 23"):
+        check_exploded(23.1, 2.0, 0, 10)
+    with pytest.raises(Diverged, match="test loss not finite at epoch 3"):
+        check_exploded(2.0, float("inf"), 2, 10)

@@ -311,3 +311,19 @@ def test_language_model_runs_get_their_own_table_and_figure(smoke_results, text_
     names = [p.name for p in made["figures"]]
     assert any(n.startswith("F9_loss_vs_flops_gptchar") for n in names)
     assert not any("gptchar" in n for n in names if not n.startswith("F9"))
+
+
+@pytest.mark.parametrize("acc", [1e308, None, -0.5])
+def test_an_impossible_accuracy_is_listed_corrupt_not_averaged(smoke_results, tmp_path, acc):
+    import shutil
+
+    copy = tmp_path / "results"
+    shutil.copytree(smoke_results, copy)
+    path = next(copy.glob("full-*/result.json"))
+    r = json.loads(path.read_text())
+    r["final_test_acc"] = acc
+    path.write_text(json.dumps(r))
+    runs, incomplete, _ = load_runs(copy)
+    assert path.parent.name not in set(runs.run_id)
+    row = incomplete[incomplete.run_id == path.parent.name].iloc[0]
+    assert row.state.startswith("corrupt") and "final_test_acc" in row.state
