@@ -18,10 +18,12 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
-# the default experiment (quick preset: the large ResNet-20 on 10,000 CIFAR-10 images, 15 epochs)
+# the default experiment (quick preset: the large ResNet-20 and the paper's method on 10,000 CIFAR-10 images,
+# 15 epochs), then the verdict block: both beside the shipped reference runs and the paper
 reproduce: setup
 	$(PY) -m bench sweep $(SUITE) --preset $(PRESET) --data-dir $(DATA_DIR) --out-dir $(OUT_DIR)
 	$(PY) -m bench status --out-dir $(OUT_DIR)
+	$(PY) -m reports.verdict --results $(OUT_DIR)
 
 # a long campaign (README: long campaigns): the suite's runs one per core, resumable from the committed
 # work folder on any machine; HOURS stops it (0: to the end), COMMIT_EVERY commits its folders (minutes)

@@ -222,6 +222,9 @@ def grow(method, ctx):
     return event
 
 
+LOADED_SHARE = 0.85  # a run got less than this share of its threads' CPU time: another process competed
+
+
 def machine_load(wall: float, cpu: float, threads: int) -> dict:
     """How busy the machine was during an epoch, so that timings taken under load can be flagged:
     the 1-minute load average against the core count, and ``cpu_share``, the CPU seconds this process
@@ -229,6 +232,26 @@ def machine_load(wall: float, cpu: float, threads: int) -> dict:
     process shares them)."""
     return {"loadavg_1m": round(os.getloadavg()[0], 2), "cores": os.cpu_count(),
             "cpu_share": round(cpu / (wall * threads), 3) if wall > 0 else None}
+
+
+def planned_costs(live: "Live") -> list[int]:
+    """Each epoch's training FLOPs as planned (the method's widths and batch size of that epoch): the ETA's
+    weights, since a growing run's later epochs cost more than its first ones."""
+    spec, schedule = live.spec, getattr(live.method, "schedule", None)
+    costs = []
+    for e in range(spec.epochs):
+        widths = schedule.widths_at(e) if live.method.grows and schedule is not None else live.method.target_widths()
+        b = live.method.batch_size(e)
+        costs.append(max(1, live.train_loader.size // b) * step_flops(spec.arch, widths, live.num_classes,
+                                                                      live.image_size, b))
+    return costs
+
+
+def pace(costs: list[int], first: int, epoch: int, seconds: float) -> str:
+    """"12.5 min elapsed, about 8.0 min left": this process's time for epochs first..epoch, and the rest
+    at the same seconds per planned FLOP."""
+    done, left = sum(costs[first:epoch + 1]), sum(costs[epoch + 1:])
+    return f"{seconds / 60:.1f} min elapsed, about {seconds * left / done / 60:.1f} min left"
 
 
 def _progress_enabled(progress: bool | None) -> bool:
@@ -452,6 +475,7 @@ def _run(spec: RunSpec, rd: RunDir, progress: bool | None, log, world: World = S
     tracker = make_tracker(spec.tracker if world.main else "none", rd.path, st.epoch)
     setup_seconds = time.perf_counter() - t_setup
     show = _progress_enabled(progress)
+    costs, first, t_loop, warned = planned_costs(live), st.epoch, time.perf_counter(), False
 
     for epoch in range(st.epoch, spec.epochs):
         t_epoch, cpu_epoch = time.perf_counter(), time.process_time()
@@ -475,7 +499,13 @@ def _run(spec: RunSpec, rd: RunDir, progress: bool | None, log, world: World = S
             save_checkpoint(live, st, rd)
         st.times = live.timer.as_dict()
         log(f"[{rd.path.name}] epoch {epoch + 1}/{spec.epochs} stage {st.stage} loss {train_loss:.4f} "
-            f"test_acc {test_acc:.4f} lr {lr:.4g} ({time.perf_counter() - t_epoch:.1f}s)")
+            f"test_acc {test_acc:.4f} lr {lr:.4g} ({time.perf_counter() - t_epoch:.1f}s; "
+            f"{pace(costs, first, epoch, time.perf_counter() - t_loop)})")
+        share = row["load"]["cpu_share"]
+        if share is not None and share < LOADED_SHARE and not warned:
+            warned = True
+            log(f"[{rd.path.name}] the machine is loaded: this run got {share:.0%} of its {threads} thread(s)' CPU "
+                "time in that epoch, so its timings will not mean much (on a busy machine --threads 1 is better)")
 
     tracker.close()
     result = build_result(live, st, data_source, mode, setup_seconds)

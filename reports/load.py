@@ -35,7 +35,7 @@ def is_smoke(config: dict) -> bool:
     return 0 < config.get("train_subset", 0) <= 1024
 
 
-LOADED_SHARE = 0.85  # a run got less than this share of its threads' CPU time: another process competed
+from bench.train import LOADED_SHARE  # noqa: E402  (the loop warns at the same share)
 
 
 def machine_load(history: list[dict]) -> str:

@@ -327,3 +327,32 @@ def test_an_impossible_accuracy_is_listed_corrupt_not_averaged(smoke_results, tm
     assert path.parent.name not in set(runs.run_id)
     row = incomplete[incomplete.run_id == path.parent.name].iloc[0]
     assert row.state.startswith("corrupt") and "final_test_acc" in row.state
+
+
+def test_verdict_block_gives_the_runs_numbers(tmp_path, capsys):
+    """`make reproduce`'s last block: the headline pair's accuracies, difference, cost and speed-up as the runs
+    recorded them (here: copies of the shipped reference runs), the paper's beside them; without the pair, one
+    line and exit 2."""
+    import shutil
+
+    from reports import verdict
+
+    ids = verdict.headline_ids()
+    for rid in ids.values():
+        shutil.copytree(verdict.REFERENCE / rid, tmp_path / rid, ignore=shutil.ignore_patterns("checkpoint*"))
+    assert verdict.main(["--results", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    r = {m: json.loads((tmp_path / rid / "result.json").read_text()) for m, rid in ids.items()}
+    acc = {m: 100 * r[m]["final_test_acc"] for m in r}
+    line = {ln.split("  ")[0]: ln for ln in out.splitlines()}
+    assert f"{acc['large']:.2f} %" in line["large: test accuracy"] and "92.62 %" in line["large: test accuracy"]
+    assert f"{acc['full']:.2f} %" in line["full: test accuracy"]
+    assert f"{acc['full'] - acc['large']:+.2f}" in line["full - large (points)"]
+    assert f"{100 * r['full']['flops']['train_cost_fraction']:.1f} %" in line["full: training FLOPs of large"]
+    secs = {m: r[m]["times"]["train_seconds"] + r[m]["times"]["growth_seconds"] for m in r}
+    assert f"{secs['large'] / secs['full']:.2f}x" in line["wall-clock speed-up"]
+    assert "make report" in out
+    shutil.rmtree(tmp_path / ids["full"])
+    assert verdict.main(["--results", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "make reproduce" in err

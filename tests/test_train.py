@@ -151,7 +151,7 @@ def test_sweep_skips_complete_runs_and_status_reports(tmp_path, cifar_dir, capsy
     assert cli.main(["sweep", "default", *args]) == 0
     assert "(complete)" in capsys.readouterr().out
     assert cli.main(["status", "--out-dir", str(tmp_path)]) == 0
-    assert "1 complete, 0 running, 0 partial, 0 failed, 0 corrupt" in capsys.readouterr().out
+    assert "2 complete, 0 running, 0 partial, 0 failed, 0 corrupt" in capsys.readouterr().out  # large, full
 
 
 def test_data_error_is_clear_and_exits_1(tmp_path, capsys):
