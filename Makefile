@@ -39,7 +39,7 @@ report: setup
 
 # the published report (docs/report/) from the committed reference runs; CI checks that it matches them
 report-reference: setup
-	$(PY) -m reports --results results/reference/quick --out docs/report
+	$(PY) -m reports --reference --out docs/report
 
 test: setup
 	GROWBENCH_DATA=$(abspath $(DATA_DIR)) $(PY) -m pytest -q tests --ignore=tests/benchmarks --ignore=tests/regression

@@ -9,10 +9,21 @@ import tempfile
 from pathlib import Path
 
 from bench.records import umask
-from reports import figures, tables
+import pandas as pd
+
+from reports import claims, figures, tables
 from reports.load import load_runs
 
 MARKER = ".growbench-report"  # in every report folder: the only folders a build replaces
+ROOT = Path(__file__).resolve().parents[1]
+# the published report (docs/report/, `make report-reference`) is built from these committed run folders: the
+# quick preset's sweeps, the paper-protocol campaign and the language model's campaign
+REFERENCE_RESULTS = ("results/reference/quick", "results/reference/paper", "results/reference/lm_quick")
+
+
+def reference_results() -> list[Path]:
+    """The reference folders that hold runs (a campaign's folder appears with its first finished run)."""
+    return [ROOT / d for d in REFERENCE_RESULTS if any((ROOT / d).glob("*/config.json"))]
 
 
 class ReportError(ValueError):
@@ -121,6 +132,10 @@ def _build(results_dir: list[Path], out: Path, include_smoke: bool = False) -> d
     notes = caveats(results_dir, runs, incomplete, smoke, include_smoke, sources)
     made["notes"], made["provenance"] = notes, provenance(runs, results)
     md = ["# growbench report", ""] + [x for n in notes for x in (n, "")]
+    made["claims"] = claims.claims(runs) if not runs.empty else claims.claims(pd.DataFrame(columns=runs.columns))
+    (out / "tables" / "claims.csv").write_text(tables.to_csv(made["claims"]))
+    md += ["## The paper's claims, as measured", "", f"Paper: {claims.CITATION}.", "",
+           tables.to_markdown(made["claims"]) if len(made["claims"]) else "No runs of the claims' settings yet.", ""]
     for name, table in tables.TABLES.items():
         caption, df = table.caption, table.build(runs[runs.kind == table.kind] if not runs.empty else runs)
         (out / "tables" / f"{name}.csv").write_text(tables.to_csv(df))  # every cell's numbers and runs
@@ -188,7 +203,10 @@ def _html(made, runs, incomplete, sources, out_dir: Path) -> str:
            "details{margin-bottom:1em}")
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>growbench report</title><style>{css}</style>"
              "</head><body><h1>growbench report</h1>",
-             "<div class='notes'>" + "".join(f"<p>{_md_inline(n)}</p>" for n in made["notes"]) + "</div>"]
+             "<div class='notes'>" + "".join(f"<p>{_md_inline(n)}</p>" for n in made["notes"]) + "</div>",
+             "<h2>The paper's claims, as measured</h2>", f"<p>Paper: {html.escape(claims.CITATION)}.</p>",
+             made["claims"].to_html(index=False, escape=True) if len(made["claims"])
+             else "<p>No runs of the claims' settings yet.</p>"]
     for name, table in tables.TABLES.items():
         parts.append(f"<h2>{html.escape(table.caption)}</h2>")
         shaped = [k for k in made["tables"] if k.startswith(name) and k.endswith("_wide")]

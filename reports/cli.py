@@ -5,20 +5,24 @@ import argparse
 import sys
 
 from bench.errors import WRITE_ERRNOS
-from reports.build import ReportError, build
+from reports.build import ReportError, build, reference_results
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m reports", description="tables and figures from run directories")
+    p = argparse.ArgumentParser(prog="python -m reports", description="tables and figures from run directories",
+                                allow_abbrev=False)
     p.add_argument("--results", nargs="+", default=["results"],
                    help="directories holding the run directories (several: one report of all their runs)")
+    p.add_argument("--reference", action="store_true",
+                   help="read the committed reference runs instead (reports/build.py REFERENCE_RESULTS)")
     p.add_argument("--out", default="reports/out",
                    help="output directory (a previous report there is replaced; nothing else is)")
     p.add_argument("--include-smoke", action="store_true",
                    help="show smoke-preset runs (tests, not results) in the tables, marked, without verdicts")
     args = p.parse_args(argv)
     try:
-        made = build(args.results, args.out, include_smoke=args.include_smoke)
+        results = reference_results() if args.reference else args.results
+        made = build(results, args.out, include_smoke=args.include_smoke)
     except ReportError as e:
         print(f"report error: {e}", file=sys.stderr)
         return 2

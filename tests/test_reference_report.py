@@ -4,7 +4,7 @@ record, a changed report generator or a hand edit of the report fails this test 
 rebuilt with `make report-reference` and committed."""
 from pathlib import Path
 
-from reports.build import build
+from reports.build import build, reference_results
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS, PUBLISHED = ROOT / "results" / "reference" / "quick", ROOT / "docs" / "report"
@@ -12,7 +12,7 @@ RESULTS, PUBLISHED = ROOT / "results" / "reference" / "quick", ROOT / "docs" / "
 
 def test_published_tables_match_the_reference_runs(tmp_path):
     assert any(RESULTS.glob("*/result.json")), f"{RESULTS}: no reference runs committed"
-    build(RESULTS, tmp_path / "report")
+    build(reference_results(), tmp_path / "report")
     published = sorted(p.name for p in (PUBLISHED / "tables").iterdir())
     rebuilt = sorted(p.name for p in (tmp_path / "report" / "tables").iterdir())
     assert rebuilt == published
@@ -26,13 +26,19 @@ def test_the_check_sees_a_changed_record(tmp_path):
     import json
     import shutil
 
-    copy = tmp_path / "results"
-    shutil.copytree(RESULTS, copy, ignore=shutil.ignore_patterns("checkpoint*", "lock"))
+    copies = []
+    for d in reference_results():  # every folder the published report reads, one of them then edited
+        copies.append(tmp_path / "results" / d.name)
+        shutil.copytree(d, copies[-1], ignore=shutil.ignore_patterns("checkpoint*", "lock"))
+    copy = copies[0]
+    build(copies, tmp_path / "unchanged")
+    assert all((tmp_path / "unchanged" / "tables" / p.name).read_text() == p.read_text()
+               for p in (PUBLISHED / "tables").glob("*.csv")), "the copies alone already change a table"
     first = sorted(copy.glob("*/result.json"))[0]
     r = json.loads(first.read_text())
     r["final_test_acc"] = r["final_test_acc"] / 2
     first.write_text(json.dumps(r))
-    build(copy, tmp_path / "report")
+    build(copies, tmp_path / "report")
     changed = [p.name for p in (PUBLISHED / "tables").glob("*.csv")
                if (tmp_path / "report" / "tables" / p.name).read_text() != p.read_text()]
     assert changed, "halving a run's accuracy changed no published table"
