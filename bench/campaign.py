@@ -139,6 +139,14 @@ def commit_message(message: str) -> str:
     return f"{cut}...\n\n{subject}" + (f"\n{rest}" if rest else "")
 
 
+def _known_to_git(path: str) -> bool:
+    """Some file under ``path`` is in the index or in HEAD (a commit pathspec would match it)."""
+    if subprocess.run(["git", "ls-files", "--error-unmatch", "--", path], capture_output=True).returncode == 0:
+        return True
+    head = subprocess.run(["git", "ls-tree", "-r", "--name-only", "HEAD", "--", path], capture_output=True, text=True)
+    return bool(head.stdout.strip())
+
+
 def git_commit(paths: list[Path], message: str, log=print) -> bool:
     """Commit these paths only (whatever else is staged stays staged); retried while git is busy."""
     message = commit_message(message)
@@ -148,10 +156,13 @@ def git_commit(paths: list[Path], message: str, log=print) -> bool:
     for attempt in range(5):
         add = subprocess.run(["git", "add", "-A", "--", *existing], capture_output=True, text=True)
         if add.returncode == 0:
-            diff = subprocess.run(["git", "diff", "--cached", "--quiet", "--", *existing])
-            if diff.returncode == 0:
+            # a pathspec git knows no file under (the work folder emptied by its first finished run, never
+            # committed) would fail the whole commit: leave such folders out
+            known = [p for p in existing if _known_to_git(p)]
+            diff = subprocess.run(["git", "diff", "--cached", "--quiet", "--", *known]) if known else None
+            if diff is None or diff.returncode == 0:
                 return False  # nothing new
-            out = subprocess.run(["git", "commit", "-q", "-m", message, "--", *existing], capture_output=True, text=True)
+            out = subprocess.run(["git", "commit", "-q", "-m", message, "--", *known], capture_output=True, text=True)
             if out.returncode == 0:
                 log(f"committed: {message.splitlines()[0]}")
                 return True

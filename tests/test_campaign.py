@@ -140,6 +140,28 @@ def test_git_commit_commits_only_the_campaign_paths(tmp_path):
     assert git("diff", "--cached", "--name-only").stdout.split() == ["mine.txt"]  # still staged, not committed
 
 
+def test_git_commit_skips_a_work_folder_git_never_knew(tmp_path):
+    """The first finished run moves out of a work folder that was never committed: the empty folder must not
+    fail the commit of the finished run."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git = lambda *a: subprocess.run(["git", "-C", str(repo), *a], capture_output=True, text=True, check=True)  # noqa: E731
+    git("init", "-q")
+    git("config", "user.email", "t@example.org")
+    git("config", "user.name", "t")
+    (repo / "work").mkdir()
+    (repo / "done" / "run-a").mkdir(parents=True)
+    (repo / "done" / "run-a" / "result.json").write_text("{}\n")
+    cwd = os.getcwd()
+    os.chdir(repo)
+    try:
+        assert campaign.git_commit([repo / "work", repo / "done"], "Campaign: first run", log=lambda m: None)
+    finally:
+        os.chdir(cwd)
+    assert git("show", "--name-only", "--format=%s", "HEAD").stdout.split() == ["Campaign:", "first", "run",
+                                                                              "done/run-a/result.json"]
+
+
 def test_commit_subjects_stay_under_72_characters():
     long = "Campaign paper_resnet20: " + " ".join(f"large-resnet20-cifar10-s{i}-7deb9f039a (epoch 4{i})" for i in range(3))
     subject, blank, full = campaign.commit_message(long).split("\n")
