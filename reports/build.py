@@ -15,6 +15,7 @@ from reports import claims, figures, tables
 from reports.load import load_runs
 
 MARKER = ".growbench-report"  # in every report folder: the only folders a build replaces
+REPORT_FILES = {MARKER, "report.md", "index.html", "tables", "figures"}  # all a build writes at the top
 ROOT = Path(__file__).resolve().parents[1]
 # the published report (docs/report/, `make report-reference`) is built from these committed run folders: the
 # quick preset's sweeps, the paper-protocol campaign and the language model's campaign
@@ -40,6 +41,11 @@ def check_folders(results_dirs: list[Path], out: Path) -> None:
         res, dst = results_dir.resolve(), out.resolve()
         if dst == res or res.is_relative_to(dst):
             raise ReportError(f"--out {out}: holds the results folder {results_dir}; replacing it would delete runs")
+    if str(out) in ("", ".") or Path.cwd().resolve().is_relative_to(out.resolve()):
+        raise ReportError(f"--out {str(out) or repr('')}: is the current folder or holds it; name a folder for the report")
+    inside = next((p for p in out.resolve().parents if (p / "config.json").is_file()), None)
+    if inside is not None:
+        raise ReportError(f"--out {out}: is inside the run directory {inside}; choose a folder outside it")
     if out.exists():
         if not out.is_dir():
             raise ReportError(f"--out {out}: is a file, not a folder")
@@ -47,6 +53,10 @@ def check_folders(results_dirs: list[Path], out: Path) -> None:
             raise ReportError(f"--out {out}: holds run directories; choose an empty folder or a previous report")
         if any(out.iterdir()) and not ((out / MARKER).is_file() or (out / "report.md").is_file()):
             raise ReportError(f"--out {out}: not empty and not a growbench report; choose another folder")
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in REPORT_FILES) if any(out.iterdir()) else []
+        if foreign:  # a previous report with the user's own files in it: replacing it would delete them
+            raise ReportError(f"--out {out}: holds files a report does not write ({', '.join(foreign[:3])}"
+                              f"{', ...' if len(foreign) > 3 else ''}); move them or choose another folder")
 
 
 def build(results: str | Path | list, out_dir: str | Path, include_smoke: bool = False) -> dict:

@@ -19,7 +19,11 @@ def main(argv=None) -> int:
                    help="output directory (a previous report there is replaced; nothing else is)")
     p.add_argument("--include-smoke", action="store_true",
                    help="show smoke-preset runs (tests, not results) in the tables, marked, without verdicts")
-    args = p.parse_args(argv)
+    args, extra = p.parse_known_args(argv)
+    if extra:  # one line, as bench's CLI says it (no flag prefixes: allow_abbrev is off)
+        print(f"python -m reports: unrecognized arguments: {' '.join(extra)}; see python -m reports --help",
+              file=sys.stderr)
+        return 2
     try:
         results = reference_results() if args.reference else args.results
         made = build(results, args.out, include_smoke=args.include_smoke)

@@ -135,6 +135,13 @@ CASES = [
     ("report out holds results", ["REPORT", "--results", "WS/results", "--out", "WS"], 2, ["holds the results"], None),
     ("report out not a report", ["REPORT", "--results", "WS/results", "--out", "WS/other"], 2, ["other", "not empty"], None),
     ("report out a file", ["REPORT", "--results", "WS/results", "--out", "WS/a_file"], 2, ["a_file", "file"], None),
+    ("report out holds the user's notebook", ["REPORT", "--results", "WS/results", "--out", "WS/report"], 2,
+     ["analysis.ipynb", "does not write"], lambda ws, d: (ws / "report" / "analysis.ipynb").write_text("{}\n")),
+    ("report out inside a run", ["REPORT", "--results", "WS/results", "--out", "WS/results/RUN/rep"], 2,
+     ["inside the run directory"], None),
+    ("report out empty", ["REPORT", "--results", "WS/results", "--out", ""], 2, ["current folder"], None),
+    ("report out dot", ["REPORT", "--results", "WS/results", "--out", "."], 2, ["current folder"], None),
+    ("report flag prefix", ["REPORT", "--res", "WS/results"], 2, ["unrecognized arguments: --res"], None),
 ]
 
 
@@ -145,7 +152,8 @@ def test_bad_input_is_refused_in_one_line(name, argv, status, words, setup, temp
     if setup is not None:
         setup(ws, cifar_dir)
     before = _snapshot(ws)
-    argv = [a.replace("WS", str(ws)).replace("DATA", str(cifar_dir)) for a in argv]
+    run = next(p.name for p in (ws / "results").iterdir() if (p / "config.json").is_file())
+    argv = [a.replace("WS", str(ws)).replace("DATA", str(cifar_dir)).replace("RUN", run) for a in argv]
     try:
         rc = report_cli.main(argv[1:]) if argv[0] == "REPORT" else cli.main(argv)
     except SystemExit as e:  # argparse
