@@ -102,10 +102,7 @@ def cmd_sweep(args) -> int:
         if args.launcher == "slurm":
             print(f"submitted {len(jobs)} runs as one job array; python -m bench status --out-dir {unique[0].out_dir}")
             return 0
-        bad = [rid for rid, j in jobs.items() if j.state != "FINISHED"]
-        if bad:
-            print(f"{len(bad)} of {len(jobs)} runs did not finish: {', '.join(bad)}", file=sys.stderr)
-        return 1 if bad else 0
+        return _sweep_outcome(args.suite, unique)
     failed = skipped = 0
     for i, spec in enumerate(unique, 1):
         rid = config.run_id(spec)
@@ -128,9 +125,28 @@ def cmd_sweep(args) -> int:
         except Exception as e:  # one failed run does not stop the sweep; it is recorded in failed.json
             failed += 1
             print(f"  FAILED: {type(e).__name__}: {e}", file=sys.stderr)
-    if failed or skipped:
-        print(f"{failed} of {len(unique)} runs failed, {skipped} skipped", file=sys.stderr)
-    return 1 if failed or skipped else 0
+    if args.dry_run:
+        return 0
+    if skipped:
+        print(f"{skipped} of {len(unique)} runs skipped (locked by another process or made for another config)",
+              file=sys.stderr)
+    return _sweep_outcome(args.suite, unique)
+
+
+def _sweep_outcome(suite: str, specs) -> int:
+    """The sweep's last line, from what each run's folder holds (not from what its process said): complete,
+    failed, not complete (killed, stopped, never started); exit 1 unless every run is complete."""
+    from bench.records import RunDir
+
+    states = {config.run_id(s): RunDir(f"{s.out_dir}/{config.run_id(s)}").state() for s in specs}
+    n_complete = sum(v == "complete" for v in states.values())
+    n_failed = sum(v == "failed" for v in states.values())
+    rest = sorted(rid for rid, v in states.items() if v not in ("complete", "failed"))
+    line = f"sweep {suite}: {n_complete} complete, {n_failed} failed, {len(rest)} not complete of {len(states)}"
+    if rest:
+        line += f" ({', '.join(f'{rid}: {states[rid]}' for rid in rest[:3])}{', ...' if len(rest) > 3 else ''})"
+    print(line, file=sys.stdout if n_complete == len(states) else sys.stderr)
+    return 0 if n_complete == len(states) else 1
 
 
 def cmd_campaign(args) -> int:

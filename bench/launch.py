@@ -138,7 +138,13 @@ def submit(specs, launcher: str, out_dir: str, max_parallel: int = 2, res: Slurm
             if j.done():
                 del running[rid]
                 state = j.state
-                log(f"  {rid}: {state.lower()}" + ("" if state == "FINISHED" else f" ({_error(j)})"))
+                if state == "FINISHED":  # the process ended; whether the run did, its folder says
+                    from bench.records import RunDir
+
+                    on_disk = RunDir(out / rid).state()
+                    log(f"  {rid}: " + ("complete" if on_disk == "complete" else f"ended without a result ({on_disk})"))
+                else:
+                    log(f"  {rid}: {state.lower()} ({_error(j)})")
         time.sleep(0.5)
     return jobs
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench import cli
+from bench import cli, config
 from bench.config import make_spec, run_id
 from bench.flops import count_flops
 from bench.models import build
@@ -143,15 +143,23 @@ def test_killed_and_resumed_run_is_bit_exact(tmp_path, cifar_dir):
 
 
 def test_sweep_skips_complete_runs_and_status_reports(tmp_path, cifar_dir, capsys):
-    args = ["--data-dir", str(cifar_dir), "--out-dir", str(tmp_path), "--preset", "smoke", "--epochs", "1",
+    args = ["--data-dir", str(cifar_dir), "--out-dir", str(tmp_path), "--preset", "smoke", "--epochs", "2",
             "--progress", "off"]
     assert cli.main(["sweep", "default", *args]) == 0
     first = capsys.readouterr().out
     assert "(absent)" in first
     assert cli.main(["sweep", "default", *args]) == 0
-    assert "(complete)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "(complete)" in out and out.strip().splitlines()[-1] == "sweep default: 2 complete, 0 failed, 0 not complete of 2"
     assert cli.main(["status", "--out-dir", str(tmp_path)]) == 0
     assert "2 complete, 0 running, 0 partial, 0 failed, 0 corrupt" in capsys.readouterr().out  # large, full
+    # a run whose process ended without its result (killed after an epoch): the last line and the exit say so
+    full = next(tmp_path.glob("full-*"))
+    (full / RESULT).unlink()
+    specs = config.suite_specs("default", "smoke", data_dir=str(cifar_dir), out_dir=str(tmp_path), epochs=2)
+    assert cli._sweep_outcome("default", specs) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == f"sweep default: 1 complete, 0 failed, 1 not complete of 2 ({full.name}: partial)", err
 
 
 def test_data_error_is_clear_and_exits_1(tmp_path, capsys):
