@@ -289,7 +289,7 @@ def run(spec: RunSpec, progress: bool | None = None, log=print) -> dict:
     check_out_dir(spec.out_dir)
     check_config(rd, spec)
     if rd.complete:
-        result = _complete(rd, log)
+        result = _complete(rd, log, world)
         if result is not None:
             return result
     created = [p for p in (rd.path, rd.path.parent) if not p.exists()]
@@ -299,7 +299,7 @@ def run(spec: RunSpec, progress: bool | None = None, log=print) -> dict:
         # may have finished this run (or made its folder), and it must not be trained again
         check_config(rd, spec)
         if rd.complete:
-            result = _complete(rd, log)
+            result = _complete(rd, log, world)
             if result is not None:
                 return result
         return _run(spec, rd, progress, log, world)
@@ -328,15 +328,21 @@ def run(spec: RunSpec, progress: bool | None = None, log=print) -> dict:
         rd.unlock()
 
 
-def _complete(rd: RunDir, log) -> dict | None:
-    """The result of a complete run; None when result.json is unreadable (set aside, to be rebuilt)."""
+def _complete(rd: RunDir, log, world: World = SOLO) -> dict | None:
+    """The result of a complete run; None when result.json is unreadable (set aside, to be rebuilt). A run
+    complete with another process count is another computation (BatchNorm statistics are per process):
+    refused, not taken for this one."""
     try:
         result = rd.result()
-        log(f"[{rd.path.name}] complete, skipped")
-        return result
     except RunDirError as e:
         log(f"[{rd.path.name}] {e}; moved to {rd.set_aside(rd.path / RESULT).name}, rebuilt from the checkpoint")
         return None
+    if result.get("world_size", 1) != world.size:
+        raise RunDirError(f"{rd.path}: complete with {result.get('world_size', 1)} process(es), and this run "
+                          f"has {world.size}: BatchNorm statistics are per process, so it is another computation; "
+                          "train it into another --out-dir")
+    log(f"[{rd.path.name}] complete, skipped")
+    return result
 
 
 def quiet_second_interrupt() -> None:

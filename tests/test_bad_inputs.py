@@ -76,6 +76,13 @@ def _garbage_config(ws, cifar_dir):
     (d / "config.json").write_text("{not json")
 
 
+def _two_process_result(ws, cifar_dir):
+    """The complete run's result says 2 processes trained it (a DDP run): not this 1-process run's."""
+    path = next((ws / "results").glob("*/result.json"))
+    r = json.loads(path.read_text())
+    path.write_text(json.dumps({**r, "world_size": 2}))
+
+
 RUN = ["run", "--preset", "smoke", "--progress", "off"]
 # (name, argv (DATA, WS replaced), exit status, words the one-line message must contain, setup)
 CASES = [
@@ -129,6 +136,8 @@ CASES = [
     ("run locked", RUN + ["--data-dir", "DATA", "--out-dir", "WS/results"], 1, ["being trained", "pid"], _locked),
     ("config garbage", RUN + ["--data-dir", "DATA", "--out-dir", "WS/results"], 1, ["config.json", "not valid JSON"],
      _garbage_config),
+    ("complete with 2 processes", RUN + ["--epochs", "1", "--data-dir", "DATA", "--out-dir", "WS/results"], 1,
+     ["complete with 2 process(es)", "another computation"], _two_process_result),
     ("status missing", ["status", "--out-dir", "WS/nowhere"], 1, ["nowhere", "no such folder"], None),
     ("report results missing", ["REPORT", "--results", "WS/nowhere", "--out", "WS/r2"], 2, ["nowhere"], None),
     ("report out = results", ["REPORT", "--results", "WS/results", "--out", "WS/results"], 2, ["results", "delete"], None),
