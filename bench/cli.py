@@ -163,6 +163,9 @@ def cmd_speed(args) -> int:
     from bench import methods
     from bench.speed import measure, table, to_json
 
+    for flag in ("rounds", "steps"):
+        if getattr(args, flag) < 1:
+            raise ConfigError(f"--{flag}: {getattr(args, flag)}; at least 1")
     overrides = _overrides(args)
     archs = overrides.pop("arch", "resnet20").split(",")
     reports = []
@@ -203,6 +206,8 @@ def cmd_gate(args) -> int:
 def cmd_env(args) -> int:
     from bench import hardware
 
+    if args.threads < 1 or args.batch_size < 1:
+        raise ConfigError(f"--threads {args.threads}, --batch-size {args.batch_size}: each at least 1")
     device = torch_device(args.device)
     print("\n".join(hardware.describe(device)))
     if args.time:
@@ -265,7 +270,7 @@ def cmd_status(args) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bench", description="growbench: growing networks on one training loop")
+    p = OneLineParser(prog="python -m bench", description="growbench: growing networks on one training loop")
     sub = p.add_subparsers(dest="command", required=True)
     epilog = ("Nested fields are flags too: --growth.NAME (the shared growth schedule) and --options.NAME (the "
               "method's own options); python -m bench list prints every method with its options, defaults and docs. "
@@ -336,6 +341,14 @@ def parser() -> argparse.ArgumentParser:
         command.allow_abbrev = False
     p.commands = sub.choices  # for _unrecognized: each command's own flags
     return p
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse's errors (a bad choice, a flag without its value, no command) in one line with the way to help,
+    not its usage dump; subcommands' parsers are made of this class too."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: {message}; see {self.prog} --help\n")
 
 
 def _unrecognized(p: argparse.ArgumentParser, command: str, extra: list[str]) -> str:

@@ -61,9 +61,10 @@ class RunSpec:
                               choices=("cosine", "step"))
     warmup_epochs: float = option(0.0, "linear warm-up from 0, in epochs (fractions allowed)", low=0)
     lr_decay: float = option(0.1, "step schedule: factor applied at each milestone", low=0, high=1, low_open=True)
-    lr_decay_epochs: tuple[int, ...] = option((), "step schedule: milestones in epochs")
+    lr_decay_epochs: tuple[int, ...] = option((), "step schedule: milestones in epochs", low=1)
     label_smoothing: float = option(0.0, "label smoothing of the training loss", low=0, high=1)
-    seed: int = option(0, "model init, data order and augmentation", low=0)
+    # at most int64's largest less the offset of the growth stream's seed (bench/train.py)
+    seed: int = option(0, "model init, data order and augmentation", low=0, high=2**63 - 1 - 1_000_003)
     # execution mode (recorded with every result; never mix modes in one table)
     device: str = option("auto", "auto (cuda if available) | cpu | cuda", choices=("auto", "cpu", "cuda"))
     # auto: resolved for the hardware when the spec is made (bench/hardware.py says how and why);
@@ -292,6 +293,8 @@ def make_spec(preset: str | None = None, **overrides: Any) -> RunSpec:
     if not model_class(spec.arch).tokens and not getattr(method_class(spec.method), "supports_images", True):
         raise ConfigError(f"method: {spec.method} grows transformers only (its mask sits on channels-last "
                           f"activations, and a BatchNorm after a masked conv would undo it); {spec.arch} is an image model")
+    if not spec.out_dir.strip():
+        raise ConfigError("out_dir: empty; name the folder for run directories (default results)")
     narrowest = min(base_widths(spec.arch).values())
     if round(narrowest * spec.width_mult) < 1:
         raise ConfigError(f"width_mult: {spec.width_mult} leaves {spec.arch}'s narrowest layer ({narrowest} channels) "

@@ -1,16 +1,16 @@
 """``python -m reports --results results [more results folders] --out reports/out``."""
 from __future__ import annotations
 
-import argparse
 import sys
 
+from bench.cli import OneLineParser
 from bench.errors import WRITE_ERRNOS
 from reports.build import ReportError, build, reference_results
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m reports", description="tables and figures from run directories",
-                                allow_abbrev=False)
+    p = OneLineParser(prog="python -m reports", description="tables and figures from run directories",
+                      allow_abbrev=False)
     p.add_argument("--results", nargs="+", default=["results"],
                    help="directories holding the run directories (several: one report of all their runs)")
     p.add_argument("--reference", action="store_true",

@@ -138,6 +138,18 @@ CASES = [
      _garbage_config),
     ("complete with 2 processes", RUN + ["--epochs", "1", "--data-dir", "DATA", "--out-dir", "WS/results"], 1,
      ["complete with 2 process(es)", "another computation"], _two_process_result),
+    ("seed above int64", RUN + ["--seed", "99999999999999999999"], 2, ["seed", "out of range"], None),
+    ("out-dir empty", RUN + ["--out-dir", ""], 2, ["out_dir", "empty"], None),
+    ("milestone zero", RUN + ["--lr-schedule", "step", "--lr-decay-epochs", "0"], 2, ["lr_decay_epochs", ">= 1"], None),
+    ("milestone negative", RUN + ["--lr-schedule", "step", "--lr-decay-epochs", "-1"], 2, ["lr_decay_epochs"], None),
+    ("lr beyond fp32", RUN + ["--lr", "1e300"], 2, ["lr", "out of range"], None),
+    ("speed zero rounds", ["speed", "--rounds", "0"], 2, ["--rounds"], None),
+    ("speed zero steps", ["speed", "--steps", "0"], 2, ["--steps"], None),
+    ("env negative threads", ["env", "--threads", "-1"], 2, ["--threads -1"], None),
+    ("progress maybe", RUN + ["--progress", "maybe"], 2, ["--progress", "maybe", "--help"], None),
+    ("preset without value", ["run", "--preset"], 2, ["--preset", "expected one argument"], None),
+    ("no command", [], 2, ["required: command"], None),
+    ("report out without value", ["REPORT", "--out"], 2, ["--out", "expected one argument"], None),
     ("status missing", ["status", "--out-dir", "WS/nowhere"], 1, ["nowhere", "no such folder"], None),
     ("report results missing", ["REPORT", "--results", "WS/nowhere", "--out", "WS/r2"], 2, ["nowhere"], None),
     ("report out = results", ["REPORT", "--results", "WS/results", "--out", "WS/results"], 2, ["results", "delete"], None),
@@ -164,7 +176,7 @@ def test_bad_input_is_refused_in_one_line(name, argv, status, words, setup, temp
     run = next(p.name for p in (ws / "results").iterdir() if (p / "config.json").is_file())
     argv = [a.replace("WS", str(ws)).replace("DATA", str(cifar_dir)).replace("RUN", run) for a in argv]
     try:
-        rc = report_cli.main(argv[1:]) if argv[0] == "REPORT" else cli.main(argv)
+        rc = report_cli.main(argv[1:]) if argv[:1] == ["REPORT"] else cli.main(argv)
     except SystemExit as e:  # argparse
         rc = e.code
     err = capsys.readouterr().err.strip()
