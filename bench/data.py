@@ -95,9 +95,9 @@ def verify_jpeg_copy(data_dir: str) -> None:
     for i, line in enumerate(sums.read_text(errors="replace").splitlines(), 1):
         if line.strip():
             parts = line.split()
-            if len(parts) != 2 or len(parts[0]) != 64:
+            if len(parts) != 2 or len(parts[0]) != 64 or any(c not in "0123456789abcdef" for c in parts[0].lower()):
                 raise DataError(f"{sums}: line {i} is not '<sha256 hex digest>  <file name>': {line[:80]!r}")
-            expected[parts[1].lstrip("*")] = parts[0]
+            expected[parts[1].lstrip("*")] = parts[0].lower()  # sha256sum writes lower case; others upper
     for split in ("train", "test"):
         name = f"{JPEG_PREFIX}-{split}-jpegbytes.npz"
         path = root / name
@@ -112,6 +112,21 @@ def verify_jpeg_copy(data_dir: str) -> None:
         if h.hexdigest() != expected[name]:
             raise DataError(f"{path}: SHA256 mismatch (corrupt or altered copy); expected {expected[name]}, "
                             f"got {h.hexdigest()}. Copy the folder again from its source.")
+
+
+def check_labels(labels: np.ndarray, num_classes: int, source: Path) -> None:
+    """A split's labels are the dataset's classes, every one present: a file with labels out of range, or
+    one class only, is another dataset than the one the run names (refused before training, not mid-run)."""
+    labels = np.asarray(labels)
+    if labels.size == 0:
+        raise DataError(f"{source}: no labels")
+    lo, hi = int(labels.min()), int(labels.max())
+    if lo < 0 or hi >= num_classes:
+        raise DataError(f"{source}: labels run from {lo} to {hi}, outside this dataset's 0..{num_classes - 1}")
+    present = len(np.unique(labels))
+    if present != num_classes:
+        raise DataError(f"{source}: labels of {present} classes, and the dataset has {num_classes}: "
+                        "another dataset, or a damaged file")
 
 
 def _decode_jpegs(blob: np.ndarray, offsets: np.ndarray, idx: np.ndarray) -> np.ndarray:
@@ -135,6 +150,7 @@ def _load_jpeg_copy(root: Path, train: bool, subset: int, seed: int) -> Split:
     if len(offsets) != len(labels) + 1 or (len(offsets) and int(offsets[-1]) > len(blob)):
         raise DataError(f"{path}: offsets do not match the JPEG bytes ({len(offsets)} offsets, {len(labels)} labels, "
                         f"{len(blob)} bytes): a truncated or altered file")
+    check_labels(labels, NUM_CLASSES["cifar10"], path)
     idx = balanced_indices(labels, subset, seed)  # the copy is class-major: never take a prefix
     try:
         images = _decode_jpegs(blob, offsets, idx)
@@ -170,6 +186,7 @@ def _load_torchvision_cifar(dataset: str, root: Path, train: bool, subset: int, 
         images.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
         labels.append(np.asarray(entry["labels"] if "labels" in entry else entry["fine_labels"], dtype=np.int64))
     images_np, labels_np = np.concatenate(images), np.concatenate(labels)
+    check_labels(labels_np, NUM_CLASSES[dataset], folder)
     idx = balanced_indices(labels_np, subset, seed)
     return Split(torch.from_numpy(images_np[idx]).contiguous(), torch.from_numpy(labels_np[idx]),
                  f"{dataset.upper()} (torchvision format)")

@@ -6,6 +6,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bench import cli
@@ -41,11 +42,30 @@ def template(tmp_path_factory, cifar_dir):
     digest = hashlib.sha256(blob).hexdigest()
     (trunc / "SHA256SUMS").write_text(f"{digest}  cifar10-jpegq75-train-jpegbytes.npz\n"
                                       f"{digest}  cifar10-jpegq75-test-jpegbytes.npz\n")
+    for name, relabel in (("data_one_class", lambda y: np.zeros_like(y)), ("data_label_10", lambda y: y % 10 + (y == 9))):
+        _copy_with_labels(cifar_dir, root / name, relabel)
     altered = root / "data_altered"
     shutil.copytree(trunc, altered)
     (altered / "SHA256SUMS").write_text(f"{'0' * 64}  cifar10-jpegq75-train-jpegbytes.npz\n"
                                         f"{'0' * 64}  cifar10-jpegq75-test-jpegbytes.npz\n")
     return root
+
+
+def _copy_with_labels(cifar_dir: Path, out: Path, relabel) -> None:
+    """A valid-looking JPEG copy (500 images a split, checksums right) whose labels ``relabel`` changed."""
+    out.mkdir()
+    lines = []
+    for split in ("train", "test"):
+        name = f"cifar10-jpegq75-{split}-jpegbytes.npz"
+        with np.load(cifar_dir / name) as z:
+            jpeg, offs, y = z["jpeg"], z["offsets"], z["y"]  # each key access decompresses: once
+        idx = np.linspace(0, len(y) - 1, 500).astype(int)  # every class (the copy is class-major)
+        starts, ends = offs[idx], offs[idx + 1]
+        blob = np.concatenate([jpeg[a:b] for a, b in zip(starts, ends)])
+        offsets = np.concatenate([[0], np.cumsum(ends - starts)])
+        np.savez(out / name, jpeg=blob, offsets=offsets, y=relabel(y[idx]))
+        lines.append(f"{hashlib.sha256((out / name).read_bytes()).hexdigest()}  {name}")
+    (out / "SHA256SUMS").write_text("\n".join(lines) + "\n")
 
 
 def _smoke_dir(ws: Path, cifar_dir, **kw) -> Path:
@@ -128,6 +148,10 @@ CASES = [
     ("sums malformed", RUN + ["--data-dir", "WS/data_bad_sums", "--out-dir", "WS/results"], 1, ["SHA256SUMS", "line 1"], None),
     ("npz truncated", RUN + ["--data-dir", "WS/data_truncated", "--out-dir", "WS/results"], 1, ["npz", "unreadable"], None),
     ("npz altered", RUN + ["--data-dir", "WS/data_altered", "--out-dir", "WS/results"], 1, ["SHA256 mismatch"], None),
+    ("one-class cifar", RUN + ["--data-dir", "WS/data_one_class", "--out-dir", "WS/results"], 1,
+     ["labels of 1 classes", "has 10"], None),
+    ("label out of range", RUN + ["--data-dir", "WS/data_label_10", "--out-dir", "WS/results"], 1,
+     ["labels run from 0 to 10", "0..9"], None),
     ("cifar100 on the copy", RUN + ["--dataset", "cifar100", "--arch", "resnet20", "--data-dir", "DATA",
                                     "--out-dir", "WS/results"], 1, ["cifar100"], None),
     ("out-dir is a file", RUN + ["--data-dir", "DATA", "--out-dir", "WS/a_file"], 1, ["a_file", "file"], None),

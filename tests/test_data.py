@@ -1,5 +1,7 @@
+import os
 import shutil
 
+import os
 import numpy as np
 import pytest
 import torch
@@ -120,3 +122,14 @@ def test_imagenet_class_folders(tmp_path):
     assert sum(len(b[1]) for b in val) == 6
     with pytest.raises(DataError, match="class folders"):
         imagenet_loader(tmp_path / "none", True, 2, 0, 0, workers=0)
+
+
+def test_upper_case_checksums_are_the_same_checksums(tmp_path, cifar_dir):
+    """SHA256SUMS written in upper case (some tools do) verifies the same files."""
+    from bench.data import verify_jpeg_copy
+
+    for f in cifar_dir.glob("*.npz"):
+        os.symlink(f, tmp_path / f.name)
+    lines = [line.split() for line in (cifar_dir / "SHA256SUMS").read_text().splitlines() if line.strip()]
+    (tmp_path / "SHA256SUMS").write_text("".join(f"{digest.upper()}  {name}\n" for digest, name in lines))
+    verify_jpeg_copy(str(tmp_path))  # raises DataError on a mismatch
