@@ -380,7 +380,8 @@ def write_fake_cifar(root: str | Path, dataset: str = "cifar10", n_train: int = 
     key = "labels" if dataset == "cifar10" else "fine_labels"
 
     def batch(n):
-        return {"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), key: list(rng.integers(0, n_cls, n))}
+        # every class present once n >= classes (the loaders refuse a split that lacks one)
+        return {"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), key: list(rng.permutation(np.arange(n) % n_cls))}
 
     if dataset == "cifar10":
         files = {f"data_batch_{i}": batch(n_train // 5) for i in range(1, 6)} | {"test_batch": batch(n_test)}

@@ -27,7 +27,7 @@ def test_torchvision_format_roundtrip(tmp_path):
     split = load_cifar("cifar10", tmp_path, train=True, verify=False)
     assert split.images.shape == (100, 3, 32, 32) and split.images.dtype == torch.uint8
     assert split.source == "CIFAR10 (torchvision format)"
-    write_fake_cifar(tmp_path, "cifar100", n_train=200, n_test=40)
+    write_fake_cifar(tmp_path, "cifar100", n_train=200, n_test=100)
     assert load_cifar("cifar100", tmp_path, train=False, verify=False).labels.max() < 100
 
 
