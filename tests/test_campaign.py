@@ -118,13 +118,19 @@ def test_campaign_refuses_more_workers_than_cores(suite, tmp_path, capsys):
     assert status == 2 and "share cores" in capsys.readouterr().err
 
 
-def test_git_commit_commits_only_the_campaign_paths(tmp_path):
+def _repo(tmp_path):
+    """An empty git repository and a function running git in it."""
     repo = tmp_path / "repo"
     repo.mkdir()
     git = lambda *a: subprocess.run(["git", "-C", str(repo), *a], capture_output=True, text=True, check=True)  # noqa: E731
     git("init", "-q")
     git("config", "user.email", "t@example.org")
     git("config", "user.name", "t")
+    return repo, git
+
+
+def test_git_commit_commits_only_the_campaign_paths(tmp_path):
+    repo, git = _repo(tmp_path)
     (repo / "mine.txt").write_text("work in progress\n")
     git("add", "mine.txt")
     (repo / "campaign").mkdir()
@@ -143,12 +149,7 @@ def test_git_commit_commits_only_the_campaign_paths(tmp_path):
 def test_git_commit_skips_a_work_folder_git_never_knew(tmp_path):
     """The first finished run moves out of a work folder that was never committed: the empty folder must not
     fail the commit of the finished run."""
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    git = lambda *a: subprocess.run(["git", "-C", str(repo), *a], capture_output=True, text=True, check=True)  # noqa: E731
-    git("init", "-q")
-    git("config", "user.email", "t@example.org")
-    git("config", "user.name", "t")
+    repo, git = _repo(tmp_path)
     (repo / "work").mkdir()
     (repo / "done" / "run-a").mkdir(parents=True)
     (repo / "done" / "run-a" / "result.json").write_text("{}\n")
