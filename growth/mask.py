@@ -81,4 +81,3 @@ class GrowthMask:
                 y = y + module.bias
             return y * m
         return hook
-
