@@ -103,7 +103,7 @@ def cmd_sweep(args) -> int:
             print(f"submitted {len(jobs)} runs as one job array; python -m bench status --out-dir {unique[0].out_dir}")
             return 0
         return _sweep_outcome(args.suite, unique)
-    failed = skipped = 0
+    skipped = 0
     for i, spec in enumerate(unique, 1):
         rid = config.run_id(spec)
         state = RunDir(f"{spec.out_dir}/{rid}").state()
@@ -117,13 +117,11 @@ def cmd_sweep(args) -> int:
         except OSError as e:  # a full disk fails every run after it too: stop at the first, in one line
             if e.errno in WRITE_ERRNOS:
                 raise
-            failed += 1
             print(f"  FAILED: {type(e).__name__}: {e}", file=sys.stderr)
         except RunDirError as e:  # locked by another process, or made for another config: not ours to train
             skipped += 1
             print(f"  skipped: {e}", file=sys.stderr)
         except Exception as e:  # one failed run does not stop the sweep; it is recorded in failed.json
-            failed += 1
             print(f"  FAILED: {type(e).__name__}: {e}", file=sys.stderr)
     if args.dry_run:
         return 0
