@@ -5,7 +5,7 @@
 A campaign keeps its unfinished runs (config, history, latest checkpoint) in a work folder that is
 meant to be committed or synced (``results/campaigns/<suite>/``; reports and tests never read it) and
 moves each run, once complete, without its checkpoints, into the reference folder
-(``results/reference/<preset>/``). Whatever survives of the work folder, on this machine or in a
+(``results/reference/<preset>/``; the published report ``docs/report/`` is rebuilt and committed with it). Whatever survives of the work folder, on this machine or in a
 clone elsewhere, is where the next invocation resumes: the same command, anywhere.
 
 Per invocation: the suite's runs in their listed order, at most ``--workers`` at once, each a fresh
@@ -38,8 +38,28 @@ POLL_S = 5.0  # how often workers are checked; progress lines at most every PROG
 PROGRESS_S = 600.0
 
 
+PUBLISHED_REPORT = Path("docs/report")  # rebuilt from results/reference/ whenever a run lands there (CI compares)
+
+
 def default_dirs(suite: str, preset: str) -> tuple[str, str]:
     return f"results/campaigns/{suite}", f"results/reference/{preset}"
+
+
+def rebuild_published_report(done: Path, log=print) -> list[Path]:
+    """A run that lands in ``results/reference/`` changes the published report, which CI checks against
+    those runs: rebuild it in the same commit. A subprocess, so that bench does not import the reports
+    built on top of it. Returns the paths to commit with the run (none when ``done`` is elsewhere)."""
+    reference = Path("results/reference").resolve()
+    if reference not in done.resolve().parents or not PUBLISHED_REPORT.is_dir():
+        return []
+    out = subprocess.run([sys.executable, "-m", "reports", "--reference", "--out", str(PUBLISHED_REPORT)],
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        err = (out.stderr.strip() or out.stdout.strip() or "no message").splitlines()[-1]
+        log(f"WARNING: the published report was not rebuilt ({err}); run make report-reference before committing")
+        return []
+    log(f"rebuilt the published report {PUBLISHED_REPORT}/ from results/reference/")
+    return [PUBLISHED_REPORT]
 
 
 def plan(suite: str, preset: str | None, work_dir: str, overrides: dict) -> list[RunSpec]:
@@ -257,7 +277,7 @@ def run_campaign(suite: str, preset: str | None, overrides: dict, work_dir: str 
                     finished.append(dest.name)
                     log(f"{dest.name}: complete, test acc {acc:.4f} ({(now - w.started) / 3600:.2f} h here); moved to {dest}")
                     if commit_every:
-                        git_commit(commit_paths, f"{suite}: {dest.name} done, {acc * 100:.2f} %", log)
+                        git_commit(commit_paths + rebuild_published_report(done, log), f"{suite}: {dest.name} done, {acc * 100:.2f} %", log)
                         last_commit = now
                 elif stopping:
                     log(progress_line(w.spec, rd, w.started, w.first_epoch) + "; stopped, resumes from its checkpoint")

@@ -168,3 +168,25 @@ def test_commit_subjects_stay_under_72_characters():
     subject, blank, full = campaign.commit_message(long).split("\n")
     assert len(subject) <= campaign.SUBJECT_MAX and subject.endswith("...") and blank == "" and full == long
     assert campaign.commit_message("short\n\nbody") == "short\n\nbody"
+
+
+def test_a_run_landing_in_the_reference_folder_rebuilds_the_published_report(tmp_path, monkeypatch):
+    """CI compares docs/report with results/reference/: a campaign that adds a run there must commit the
+    rebuilt report with it, or main goes red until someone remembers make report-reference."""
+    calls = []
+    monkeypatch.setattr(campaign.subprocess, "run",
+                        lambda cmd, **kw: calls.append(cmd) or subprocess.CompletedProcess(cmd, 0, "", ""))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "docs" / "report").mkdir(parents=True)
+    assert campaign.rebuild_published_report(tmp_path / "elsewhere", log=lambda m: None) == []
+    assert calls == []  # a campaign writing outside results/reference/ leaves the published report alone
+    done = tmp_path / "results" / "reference" / "paper"
+    done.mkdir(parents=True)
+    assert campaign.rebuild_published_report(done, log=lambda m: None) == [campaign.PUBLISHED_REPORT]
+    assert calls[0][1:] == ["-m", "reports", "--reference", "--out", "docs/report"]
+
+    failing = lambda cmd, **kw: subprocess.CompletedProcess(cmd, 1, "", "ReportError: broken\n")  # noqa: E731
+    monkeypatch.setattr(campaign.subprocess, "run", failing)
+    lines = []
+    assert campaign.rebuild_published_report(done, log=lines.append) == []  # the run is committed anyway
+    assert "ReportError: broken" in lines[0] and "make report-reference" in lines[0]
