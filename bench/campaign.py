@@ -52,7 +52,8 @@ def rebuild_published_report(done: Path, log=print) -> list[Path]:
     reference = Path("results/reference").resolve()
     if reference not in done.resolve().parents or not PUBLISHED_REPORT.is_dir():
         return []
-    out = subprocess.run([sys.executable, "-m", "reports", "--reference", "--out", str(PUBLISHED_REPORT)],
+    safe_path = ["-P"] if sys.flags.safe_path else []  # the code this campaign runs, not the checkout's
+    out = subprocess.run([sys.executable, *safe_path, "-m", "reports", "--reference", "--out", str(PUBLISHED_REPORT)],
                          capture_output=True, text=True)
     if out.returncode != 0:
         err = (out.stderr.strip() or out.stdout.strip() or "no message").splitlines()[-1]

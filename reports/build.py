@@ -22,9 +22,10 @@ ROOT = Path(__file__).resolve().parents[1]
 REFERENCE_RESULTS = ("results/reference/quick", "results/reference/paper", "results/reference/lm_quick")
 
 
-def reference_results() -> list[Path]:
-    """The reference folders that hold runs (a campaign's folder appears with its first finished run)."""
-    return [ROOT / d for d in REFERENCE_RESULTS if any((ROOT / d).glob("*/config.json"))]
+def reference_results(root: Path = ROOT) -> list[Path]:
+    """The reference folders under ``root`` that hold runs (a campaign's folder appears with its first
+    finished run)."""
+    return [root / d for d in REFERENCE_RESULTS if any((root / d).glob("*/config.json"))]
 
 
 class ReportError(ValueError):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from bench.cli import OneLineParser
 from bench.errors import WRITE_ERRNOS
@@ -14,7 +15,8 @@ def main(argv=None) -> int:
     p.add_argument("--results", nargs="+", default=["results"],
                    help="directories holding the run directories (several: one report of all their runs)")
     p.add_argument("--reference", action="store_true",
-                   help="read the committed reference runs instead (reports/build.py REFERENCE_RESULTS)")
+                   help="read the committed reference runs of the checkout in the current folder instead "
+                        "(reports/build.py REFERENCE_RESULTS)")
     p.add_argument("--out", default="reports/out",
                    help="output directory (a previous report there is replaced; nothing else is)")
     p.add_argument("--include-smoke", action="store_true",
@@ -25,7 +27,10 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 2
     try:
-        results = reference_results() if args.reference else args.results
+        # the current folder, not this file's: a campaign runs a frozen copy of the code in the checkout
+        results = reference_results(Path.cwd()) if args.reference else args.results
+        if args.reference and not results:
+            raise ReportError(f"--reference: no runs under {Path.cwd()}/results/reference/; run it in the checkout")
         made = build(results, args.out, include_smoke=args.include_smoke)
     except ReportError as e:
         print(f"report error: {e}", file=sys.stderr)

@@ -183,7 +183,7 @@ def test_a_run_landing_in_the_reference_folder_rebuilds_the_published_report(tmp
     done = tmp_path / "results" / "reference" / "paper"
     done.mkdir(parents=True)
     assert campaign.rebuild_published_report(done, log=lambda m: None) == [campaign.PUBLISHED_REPORT]
-    assert calls[0][1:] == ["-m", "reports", "--reference", "--out", "docs/report"]
+    assert calls[0][-5:] == ["-m", "reports", "--reference", "--out", "docs/report"]
 
     failing = lambda cmd, **kw: subprocess.CompletedProcess(cmd, 1, "", "ReportError: broken\n")  # noqa: E731
     monkeypatch.setattr(campaign.subprocess, "run", failing)
