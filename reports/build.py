@@ -6,6 +6,7 @@ import html
 import os
 import shutil
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 from bench.records import umask
@@ -120,13 +121,45 @@ def provenance(runs, results) -> list[str]:
     commits = sorted({r["environment"].get("git_commit") or "unknown" for r in rs})
     torch_versions = sorted({r["environment"].get("torch", "?") for r in rs})
     return [f"Protocols: {'; '.join(sorted(set(runs.protocol)))}.",
-            f"Presets: {', '.join(sorted({r['config'].get('preset') or 'not recorded' for r in rs}))}.",
-            f"Machines: {'; '.join(sorted(set(runs.device)))}; modes: {', '.join(sorted(set(runs['mode'])))}.",
+            "Presets: " + ", ".join(f"{p or 'not recorded (runs made before configs named their preset)'} ({n} runs)"
+                                    for p, n in sorted(Counter(runs.preset).items(), key=lambda kv: -kv[1])) + ".",
+            machine_legend(runs).removesuffix(".") + f"; modes: {', '.join(sorted(set(runs['mode'])))}.",
             f"Software: torch {', '.join(torch_versions)}, python "
             f"{', '.join(sorted({r['environment'].get('python', '?') for r in rs}))}.",
             f"Code: growbench commit{'s' if len(commits) > 1 else ''} {', '.join(c[:10] for c in commits)} "
             "(each run's in its result.json).",
             "Every cell's runs: the tables' CSV (run_ids, config_hashes) and the list at the end."]
+
+
+def heading(w: tables.Wide) -> str:
+    return f"Protocol: {w.protocol}; data: {w.data}" + (f"; machine {w.machine}" if w.machine else "")
+
+
+def footnotes(name: str, w: tables.Wide) -> list[str]:
+    """The lines under a printed table: what it leaves out and why."""
+    if not w.not_run:
+        return []
+    if name == "wallclock":
+        return [f"Left out (their runs had competition for the cores, or no record of it; in {name}.csv): "
+                + "; ".join(w.not_run) + "."]
+    return [f"Not run at this protocol: {', '.join(w.not_run)}" + (f" (`{w.fill}` runs them)." if w.fill else ".")]
+
+
+def empty_note(name: str, long) -> str:
+    """What a table with nothing to print says instead."""
+    if name == "wallclock" and "n" in long and (long.n > 0).any():
+        return f"No run of these had the machine to themselves (their times, flagged: tables/{name}.csv)."
+    return "No runs yet."
+
+
+def machine_legend(runs, only=None) -> str:
+    """The machines' short names (tables print M1, M2, ...), defined once under the table that uses them
+    (``only``: those names)."""
+    if runs.empty:
+        return ""
+    pairs = sorted({(m, d) for m, d in zip(runs.machine, runs.device) if only is None or m in only},
+                   key=lambda p: int(p[0][1:]))
+    return "Machines: " + "; ".join(f"{m} = {d}" for m, d in pairs) + "."
 
 
 def _build(results_dir: list[Path], out: Path, include_smoke: bool = False) -> dict:
@@ -138,7 +171,7 @@ def _build(results_dir: list[Path], out: Path, include_smoke: bool = False) -> d
         runs = runs.assign(protocol=[("SMOKE (not a result): " if s else "") + p for p, s in zip(runs.protocol, runs.smoke)])
     elif smoke:
         runs = runs[~runs.smoke.astype(bool)]
-    made = {"tables": {}, "figures": []}
+    made = {"tables": {}, "figures": [], "sections": []}
     sources = sorted(set(runs.data_source)) if not runs.empty else []
     notes = caveats(results_dir, runs, incomplete, smoke, include_smoke, sources)
     made["notes"], made["provenance"] = notes, provenance(runs, results)
@@ -151,17 +184,19 @@ def _build(results_dir: list[Path], out: Path, include_smoke: bool = False) -> d
         caption, df = table.caption, table.build(runs[runs.kind == table.kind] if not runs.empty else runs)
         (out / "tables" / f"{name}.csv").write_text(tables.to_csv(df))  # every cell's numbers and runs
         made["tables"][name] = df
+        shaped = table.display(df)
+        made["sections"].append((name, caption, shaped))
         md += [f"## {caption}", ""]
-        shaped = tables.wide(df) if table.paper_shape else []
-        for i, (proto, data, w) in enumerate(shaped):  # the paper's layout, one table per protocol
-            suffix = "" if i == 0 else f"_{i + 1}"
-            (out / "tables" / f"{name}{suffix}_wide.csv").write_text(tables.wide_to_csv(w))
-            (out / "tables" / f"{name}{suffix}.tex").write_text(tables.wide_to_latex(w, f"{caption} ({proto}; {data})"))
-            made["tables"][f"{name}{suffix}_wide"] = w
-            md += [f"Protocol: {proto}; data: {data}.", "", tables.wide_to_markdown(w), ""]
         if not shaped:
-            (out / "tables" / f"{name}.tex").write_text(tables.to_latex(df, caption))
-            md += [tables.to_markdown(df), ""]
+            md += [empty_note(name, df), ""]
+        for i, w in enumerate(shaped):  # one table per protocol (and machine, for times)
+            suffix = "" if i == 0 else f"_{i + 1}"
+            (out / "tables" / f"{name}{suffix}_wide.csv").write_text(tables.wide_to_csv(w.df))
+            (out / "tables" / f"{name}{suffix}.tex").write_text(tables.wide_to_latex(w.df, f"{caption} ({heading(w)})"))
+            made["tables"][f"{name}{suffix}_wide"] = w.df
+            md += [heading(w) + ".", "", tables.wide_to_markdown(w.df), ""] + [f"{x}" for x in footnotes(name, w)] + [""]
+        if name == "wallclock" and shaped:
+            md += [machine_legend(runs, {w.machine.split(",")[0] for w in shaped}), ""]
     images = runs[runs.kind == "image"] if not runs.empty else runs
     figs = out / "figures"
     if not images.empty:
@@ -211,21 +246,24 @@ def _html(made, runs, incomplete, sources, out_dir: Path) -> str:
            ".notes{background:#fff8e6;border-left:4px solid #e0a800;padding:.5em 1em;margin:1em 0}"
            ".notes p{margin:.4em 0}img{max-width:100%;margin:.5em 0}figure{margin:1em 0}"
            "figcaption{font-size:12px;color:#555}ul.runs{font-size:12px;font-family:monospace}"
-           "details{margin-bottom:1em}")
+           "details{margin-bottom:1em}p.foot{font-size:12px;color:#444;margin:-.5em 0 1em}")
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>growbench report</title><style>{css}</style>"
              "</head><body><h1>growbench report</h1>",
              "<div class='notes'>" + "".join(f"<p>{_md_inline(n)}</p>" for n in made["notes"]) + "</div>",
              "<h2>The paper's claims, as measured</h2>", f"<p>Paper: {html.escape(claims.CITATION)}.</p>",
              made["claims"].to_html(index=False, escape=True) if len(made["claims"])
              else "<p>No runs of the claims' settings yet.</p>"]
-    for name, table in tables.TABLES.items():
-        parts.append(f"<h2>{html.escape(table.caption)}</h2>")
-        shaped = [k for k in made["tables"] if k.startswith(name) and k.endswith("_wide")]
-        for k in shaped:  # the paper's layout: a column group per setting
-            parts.append(made["tables"][k].to_html(escape=True, classes="wide", index_names=False))
+    for name, caption, shaped in made["sections"]:
+        parts.append(f"<h2>{html.escape(caption)}</h2>")
+        for w in shaped:  # the paper's layout: a column group per setting
+            parts.append(f"<p>{html.escape(heading(w))}.</p>")
+            parts.append(w.df.to_html(escape=True, classes="wide", index_names=False))
+            parts += [f"<p class='foot'>{_md_inline(x)}</p>" for x in footnotes(name, w)]
         if not shaped:
-            df = made["tables"][name].drop(columns=[c for c in ("run_ids", "config_hashes") if c in made["tables"][name]])
-            parts.append(df.to_html(index=False, escape=True))
+            parts.append(f"<p>{html.escape(empty_note(name, made['tables'][name]))}</p>")
+        if name == "wallclock" and shaped:
+            legend = machine_legend(runs, {w.machine.split(",")[0] for w in shaped})
+            parts.append(f"<p class='foot'>{_md_inline(legend)}</p>")
         parts.append(_cell_runs(made["tables"][name]))
         parts.append(f"<p>Download: <a href='tables/{name}.csv'>CSV (every cell, its runs)</a>"
                      + (f" · <a href='tables/{name}.tex'>LaTeX</a>" if (out_dir / "tables" / f"{name}.tex").is_file() else "")

@@ -77,6 +77,29 @@ def hardware_label(result: dict) -> str:
     return f"{fp['device']} {fp.get('model', '')}{family} ({fp.get('aten_isa', '')} {kernels}{cap}; torch {fp['torch']})".replace("  ", " ")
 
 
+def merge_machine_labels(labels) -> dict[str, str]:
+    """{label: the machine it names}: fingerprints recorded before they held the CPU family ("cpu AMD EPYC
+    (...)") are the machine of the one label with a family ("cpu AMD EPYC family 25/17 (...)") that agrees with
+    them in everything else; a label with no such single match stays as it is."""
+    import re
+
+    labels = set(labels)
+    with_family: dict[str, list[str]] = {}
+    for lab in labels:
+        bare = re.sub(r" family \S+ \(", " (", lab)
+        if bare != lab:
+            with_family.setdefault(bare, []).append(lab)
+    return {lab: with_family[lab][0] if len(with_family.get(lab, [])) == 1 else lab for lab in labels}
+
+
+def machine_names(devices) -> dict[str, str]:
+    """Short names for the tables ("M1", "M2", ...: the machine of the most runs first), defined once under them."""
+    from collections import Counter
+
+    count = Counter(devices)
+    return {d: f"M{i + 1}" for i, d in enumerate(sorted(count, key=lambda d: (-count[d], d)))}
+
+
 def normalized(config: dict) -> dict:
     """A stored config with every field present (defaults for those added since it was written) and
     options of every schema in today's places, so that configs of different ages compare alike; a
@@ -148,8 +171,14 @@ def load_runs(results_dir: str | Path | list) -> tuple[pd.DataFrame, pd.DataFram
             reason = str(e) if isinstance(e, RunDirError) else f"{cfg_path.parent}: unreadable record ({e!r})"
             other.append({"run_id": cfg_path.parent.name, "state": f"corrupt: {reason}", "epochs_done": 0})
     label_variants(done)
+    same = merge_machine_labels(r["device"] for r in done)
+    for r in done:
+        r["device"] = same[r["device"]]
+    names = machine_names([r["device"] for r in done])
+    for r in done:
+        r["machine"] = names[r["device"]]
     cols_done = ["run_id", "method", "grows", "uses_lra", "smoke", "arch", "dataset", "setting", "protocol", "seed", "config_hash", "data_source",
-                 "acc", "best_acc", "val_loss", "kind", "cost", "cost_overhead", "train_seconds", "total_seconds", "device", "mode", "params", "load", "moved"]
+                 "acc", "best_acc", "val_loss", "kind", "cost", "cost_overhead", "train_seconds", "total_seconds", "device", "machine", "mode", "params", "load", "moved", "preset"]
     cols_other = ["run_id", "method", "arch", "dataset", "setting", "protocol", "seed", "state", "epochs_done", "epochs"]
     return (pd.DataFrame(done, columns=cols_done), pd.DataFrame(other, columns=cols_other).astype(object).fillna(""),
             results)
@@ -164,7 +193,7 @@ def _load_one(cfg_path: Path, done: list, other: list, results: dict) -> None:
             "smoke": is_smoke(config),
             "arch": config["arch"],
             "dataset": config["dataset"], "setting": f"{config['arch']}/{config['dataset']}",
-            "protocol": protocol(config), "seed": config["seed"]}
+            "protocol": protocol(config), "seed": config["seed"], "preset": config.get("preset") or ""}
     if not (d / RESULT).is_file():
         state = "failed" if (d / FAILED).is_file() else "did not finish"
         epochs = len((d / HISTORY).read_text().splitlines()) if (d / HISTORY).is_file() else 0

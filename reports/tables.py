@@ -7,11 +7,13 @@ ordered, so the same run set always gives byte-identical CSV files.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Callable
 
 import pandas as pd
 
+from bench.config import load_presets
 from reports import paper, stats
 from reports.load import target_method, traits
 from reports.paper import lookup
@@ -86,11 +88,20 @@ def _paper(setting, method, metric):
     return (v.value, v.provenance) if v else (None, "")
 
 
-def comparison(runs: pd.DataFrame, methods: list[str], settings: list[tuple[str, str, str]]) -> pd.DataFrame:
-    """One row per (setting, protocol, data source) x method, in ``methods`` order; a method's runs with
-    another config (reports.load.label_variants) follow it as rows of their own."""
+def comparison(runs: pd.DataFrame, methods: list[str], settings: list[tuple[str, str, str]],
+               variants: bool = False) -> pd.DataFrame:
+    """One row per (setting, protocol, data source) x method, in ``methods`` order; with ``variants``, a
+    method's runs with another config (reports.load.label_variants) follow it as rows of their own, else
+    they are left out (the variants table lists them)."""
     present = set(runs.method) if not runs.empty else set()
-    methods = [v for m in methods for v in [m] + sorted(x for x in present if x.startswith(m + " ["))]
+    methods = [v for m in methods for v in [m] + (sorted(x for x in present if x.startswith(m + " [")) if variants else [])]
+    # the paper's own protocol (the `paper` preset at its own epochs, not the budget ladder's): only there are
+    # absolute accuracies comparable
+    paper_epochs = load_presets()["paper"]["epochs"]
+    paper_protocols = {r.protocol for r in runs.itertuples() if getattr(r, "preset", "") == "paper"
+                       and (getattr(r, "config", None) or {}).get("epochs") == paper_epochs}
+    presets = ({p: next((x for x in sorted(g) if x), "") for p, g in runs.groupby("protocol").preset}
+               if not runs.empty and "preset" in runs else {})
     cells = seed_stats(runs)
     sp = speedups(runs)
     rows = []
@@ -101,7 +112,8 @@ def comparison(runs: pd.DataFrame, methods: list[str], settings: list[tuple[str,
         large_cell = stats.cell(large.accs.iloc[0]) if len(large) else None
         paper_large, _ = _paper(setting, target_method(), "accuracy")
         for m in methods:
-            row = {"setting": setting, "data": source, "protocol": proto, "method": m}
+            row = {"setting": setting, "data": source, "protocol": proto, "method": m,
+                   "paper_protocol": proto in paper_protocols, "preset": presets.get(proto, "")}
             s = sel[sel.method == m] if not sel.empty else sel
             p_acc, prov = _paper(setting, m, "accuracy")
             p_std, _ = _paper(setting, m, "accuracy_std")
@@ -130,8 +142,8 @@ def comparison(runs: pd.DataFrame, methods: list[str], settings: list[tuple[str,
                                                                                   paper_delta, smoke))
             rows.append(row)
     cols = ["setting", "data", "protocol", "method", "cost_pct", "cost_overhead_pct", "acc", "n", "acc_ci95",
-            "delta_vs_large", "delta_ci95", "train_seconds", "speedup", "params", "paper_acc", "paper_delta_vs_large", "paper_provenance", "verdict",
-            "run_ids", "config_hashes"]
+            "delta_vs_large", "delta_ci95", "train_seconds", "speedup", "params", "paper_acc", "paper_delta_vs_large",
+            "paper_provenance", "paper_protocol", "preset", "verdict", "run_ids", "config_hashes"]
     return pd.DataFrame(rows, columns=cols).astype(object).fillna("")
 
 
@@ -192,9 +204,25 @@ def ablation_table(runs):
     return comparison(sel, rows_of("ablation"), settings_of(sel, ("resnet20/cifar10", "not run", "")))
 
 
+def variants_table(runs):
+    """Our variants of a method (another config than its default: width_align, lra_norm, ...), each beside
+    its method's default row, per setting and protocol where any was run."""
+    if runs.empty:
+        return comparison(runs, [], [("resnet20/cifar10", "not run", "")])
+    varied = runs[runs.method.str.contains(" [", regex=False)]
+    bases = sorted({m.split(" [")[0] for m in varied.method})
+    order = [m for m in rows_of("ablation") + rows_of("main") if m in bases]
+    sel = runs[runs.method.map(lambda m: m.split(" [")[0]).isin(order + [target_method()])]
+    keep = {(r.setting, r.protocol, r.data_source) for r in varied.itertuples()}
+    return comparison(sel, list(dict.fromkeys([target_method()] + order)), sorted(keep), variants=True)
+
+
 def wallclock_table(runs) -> pd.DataFrame:
+    """Every (setting, protocol, machine label, mode) x timed method: mean training seconds, the speed-up over
+    the large model with its spread, and whether the runs had the machine to themselves ("timing" empty)."""
     sp = speedups(runs)
     rows = []
+    machine = dict(zip(runs.device, runs.machine)) if not runs.empty and "machine" in runs else {}
     # a machine on which none of these methods ran (only growers, say) adds no rows of "not run"
     timed = runs[runs.method.isin(rows_of("wallclock"))] if not runs.empty else runs
     groups = sorted({(r.setting, r.protocol, r.data_source, r.device, r.mode) for r in timed.itertuples()}) \
@@ -206,15 +234,16 @@ def wallclock_table(runs) -> pd.DataFrame:
             acc = runs[(runs.setting == setting) & (runs.protocol == proto) & (runs.method == m)
                        & (runs.device == device) & (runs["mode"] == mode)]
             p, prov = _paper(setting, m, "speedup") if m != target_method() else (None, "")  # this setting's only
-            rows.append({"setting": setting, "data": source, "protocol": proto, "device": device, "mode": mode,
-                         "method": m,
+            rows.append({"setting": setting, "data": source, "protocol": proto, "device": device,
+                         "machine": machine.get(device, ""), "mode": mode, "method": m,
                          "train_seconds": (_fmt(float(t.seconds.iloc[0]), 1)
                                            + (f" +- {_fmt(float(t.sd.iloc[0]), 1)}" if int(t.n.iloc[0]) > 1 else ""))
                                           if len(t) else NOT_RUN,
                          "n": int(t.n.iloc[0]) if len(t) else 0,
                          "speedup": (_fmt(float(t.speedup.iloc[0]), 3) + "x"
                                      + (f" +- {_fmt(float(t.speedup_sd.iloc[0]), 3)}" if not math.isnan(t.speedup_sd.iloc[0])
-                                        else "")) if len(t) else NOT_RUN,
+                                        else "")) if len(t) and not math.isnan(t.speedup.iloc[0]) else
+                                    ("no large run here" if len(t) else NOT_RUN),
                          # a speed-up is only as good as the quiet of the machine: flagged when either run had
                          # competition for its cores, or carries no load record
                          "timing": t.timing.iloc[0] if len(t) else "",
@@ -224,35 +253,65 @@ def wallclock_table(runs) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-@dataclass(frozen=True)
-class Table:
-    """A report table: which methods it lists, chosen by their role (growth/api.py Method.role), so that a
-    new method needs no report edit; ``paper_rows``: methods it lists because the paper's table has them."""
-    caption: str
-    build: Callable[[pd.DataFrame], pd.DataFrame]
-    roles: tuple[str, ...]
-    paper_rows: tuple[str, ...] = ()
-    batch_adapted: bool = False  # the paper's method with batch-size adaptation follows it as a row of its own
-    paper_shape: bool = True  # also in the paper's layout (a column group per setting)
-    kind: str = "image"  # the runs it is built from: image models' or language models' (reports.load.kind)
+def wallclock_wide(long: pd.DataFrame) -> list[Wide]:
+    """The wall-clock table to print: per (protocol, data, machine, mode) a row per method and a column group
+    per setting (time in seconds with its spread and n, speed-up over the large model with its spread); only
+    runs that had the machine to themselves (the rest stay in the CSV, counted in ``not_run``)."""
+    out = []
+    if long.empty or (long.train_seconds == NOT_RUN).all():
+        return out
+    for (proto, data, machine, mode), g in long.groupby(["protocol", "data", "machine", "mode"], sort=True):
+        ran = g[g.train_seconds != NOT_RUN]
+        alone = ran[ran.timing == ""]
+        if alone.empty:
+            continue
+        settings = sorted(set(alone.setting), key=setting_order)
+        methods = [m for m in dict.fromkeys(g.method) if m in set(alone.method)]
+        cols = pd.MultiIndex.from_tuples([(setting_name(s), f) for s in settings for f in ("time (s)", "speed-up")])
+        rows = []
+        for m in methods:
+            row = []
+            for s in settings:
+                r = alone[(alone.setting == s) & (alone.method == m)]
+                if r.empty:
+                    row += ["", ""]
+                    continue
+                r = r.iloc[0]
+                row += [f"{r.train_seconds.replace('+-', '±')} ({r.n})", r.speedup.replace("+-", "±")
+                        if m != target_method() else ""]
+            rows.append(row)
+        df = pd.DataFrame(rows, index=pd.Index(methods, name="method"), columns=cols)
+        left = sorted({f"{r.method} ({setting_name(r.setting)}: {r.timing})" for r in ran.itertuples() if r.timing})
+        out.append(Wide(proto, data, df, left, "", machine=f"{machine}, {mode}"))
+    return out
 
 
-TABLES = {
-    "ablation": Table("T1. Ablation (docs/method.md §9.1): pairing only, + variance rescaling, + learning-rate "
-                      "adaptation, both, the large model and Net2Net; paper values from the growing_wiki (secondary)",
-                      ablation_table, roles=("target", "ablation", "paper"), paper_rows=paper.ABLATION_ROWS),
-    "main": Table("T2. Main comparison: training cost (% of the large model's FLOPs; with growth overhead in "
-                  "brackets), test accuracy (mean ± std (n seeds)), difference to the large model with its 95 % "
-                  "interval", main_table, roles=("target", "paper", "baseline"), batch_adapted=True),
-    "wallclock": Table("Wall-clock: large, full, full with batch-size adaptation (speed-ups only between runs on "
-                       "one device and mode)", wallclock_table, roles=("target", "paper"), batch_adapted=True,
-                       paper_shape=False),
-    "lm": Table("T3. Language model (character GPT, Tiny Shakespeare): training cost (% of the large model's FLOPs), "
-                "validation loss in nats per character (mean ± std (n seeds), 95 % interval), bits per character, "
-                "difference to the large model with its 95 % Welch interval (negative: better), next-character "
-                "accuracy", lm_table, roles=("target", "paper", "ablation", "baseline"), paper_shape=False,
-                kind="text"),
-}
+def lm_wide(long: pd.DataFrame) -> list[Wide]:
+    """The language-model table to print: a row per method, a column group per setting (cost, validation
+    loss with n, its difference to the large model with the 95 % Welch interval, bits per character)."""
+    out = []
+    if long.empty or (long.val_loss == NOT_RUN).all():
+        return out
+    fields = ("cost (%)", "val. loss (nats/char)", "vs large (nats)", "bits/char", "next-char acc. (%)")
+    for (proto, data), g in long.groupby(["protocol", "data"], sort=True):
+        settings = sorted(set(g.setting), key=setting_order)
+        methods = list(dict.fromkeys(g.method))
+        cols = pd.MultiIndex.from_tuples([(setting_name(s), f) for s in settings for f in fields])
+        rows = []
+        for m in methods:
+            row = []
+            for s in settings:
+                r = g[(g.setting == s) & (g.method == m)]
+                if r.empty:
+                    row += [""] * len(fields)
+                    continue
+                r = r.iloc[0]
+                delta = "" if m == target_method() else f"{float(r.delta_vs_large):+.3f}" + (f" {r.delta_ci95}" if r.delta_ci95 else "")
+                row += [_cell_cost(r), f"{r.val_loss.replace(' +- n/a', '').replace('+-', '±')} ({r.n})", delta, r.bpc,
+                        r.next_char_acc]
+            rows.append(row)
+        out.append(Wide(proto, data, pd.DataFrame(rows, index=pd.Index(methods, name="method"), columns=cols), [], ""))
+    return out
 
 
 def rows_of(table: str) -> list[str]:
@@ -326,7 +385,7 @@ def setting_order(setting: str) -> tuple:
     known = arch in REGISTRY and dataset in DISPLAY_NAMES
     return (0, list(REGISTRY).index(arch), list(DISPLAY_NAMES).index(dataset), "") if known else (1, 0, 0, setting)
 
-WIDE_FIELDS = ("cost (%)", "accuracy (%)", "vs large (pts)", "paper (%)")
+WIDE_FIELDS = ("cost (%)", "accuracy (%)", "vs large (pts)", "paper: vs large (pts)", "paper (%)")
 
 
 def _cell_acc(r) -> str:
@@ -345,34 +404,89 @@ def _cell_delta(r) -> str:
     return r.delta_vs_large + (f" {r.delta_ci95}" if r.delta_ci95 else "")
 
 
-def wide(long: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]:
+def _cell_paper_delta(r) -> str:
+    return "" if r.verdict == "reference" or not r.paper_delta_vs_large else f"{float(r.paper_delta_vs_large):+.2f}"
+
+
+@dataclass
+class Wide:
+    """One table in the paper's layout, and the rows of ours it leaves out (no run at this protocol)."""
+    protocol: str
+    data: str
+    df: pd.DataFrame
+    not_run: list[str]  # our rows it leaves out (no run here; in the wall-clock table: runs not alone)
+    fill: str  # the command that runs them
+    machine: str = ""  # the machine label (and mode) its times belong to, for timing tables
+
+
+def wide(long: pd.DataFrame) -> list[Wide]:
     """A long comparison table (one row per setting x method) in the paper's shape: one table per
-    (protocol, data source), a row per method, a column group per setting holding training cost
-    (% of the large model; with growth overhead in brackets where it differs), accuracy (mean ± std
-    (n)), the difference to the large model with its 95 % interval, and the paper's value."""
+    (protocol, data source), a row per method with runs, a column group per setting with runs, holding
+    training cost (% of the large model; with growth overhead in brackets where it differs), accuracy
+    (mean ± std (n)), the difference to the large model with its 95 % interval, the paper's difference,
+    and the paper's accuracy only at the paper's own protocol (elsewhere absolute accuracies are not
+    comparable). Rows and columns without a run of ours are left out and named in ``not_run``."""
     out = []
     for (proto, data), g in long.groupby(["protocol", "data"], sort=True):
-        if (g.acc == NOT_RUN).all():
+        ran = g[g.acc != NOT_RUN]
+        if ran.empty:
             continue
-        settings = sorted(set(g.setting), key=setting_order)
-        methods = list(dict.fromkeys(g.method))
+        settings = sorted(set(ran.setting), key=setting_order)
+        methods = [m for m in dict.fromkeys(g.method) if m in set(ran.method)]
+        missing = [m for m in dict.fromkeys(g.method) if m not in set(ran.method)]
         cols = pd.MultiIndex.from_tuples([(setting_name(s), f) for s in settings for f in WIDE_FIELDS])
         rows = []
         for m in methods:
             row = []
             for s in settings:
                 r = g[(g.setting == s) & (g.method == m)]
-                if r.empty:
+                if r.empty or r.iloc[0].acc == NOT_RUN:
                     row += [""] * len(WIDE_FIELDS)
                     continue
                 r = r.iloc[0]
-                paper = r.paper_acc.replace("+-", "±") if r.paper_acc else ""
-                row += [_cell_cost(r), _cell_acc(r), _cell_delta(r), paper]
+                paper = r.paper_acc.replace("+-", "±") if r.paper_acc and r.paper_protocol else ""
+                row += [_cell_cost(r), _cell_acc(r), _cell_delta(r), _cell_paper_delta(r), paper]
             rows.append(row)
         df = pd.DataFrame(rows, index=pd.Index(methods, name="method"), columns=cols)
-        keep = [c for c in df.columns if c[1] != "paper (%)" or df[c].ne("").any()]  # no empty paper columns
-        out.append((proto, data, df[keep]))
+        keep = [c for c in df.columns if not c[1].startswith("paper") or df[c].ne("").any()]  # no empty paper columns
+        out.append(Wide(proto, data, df[keep], missing, fill_command(missing, ran)))
     return out
+
+
+def fill_command(methods: list[str], ran: pd.DataFrame) -> str:
+    """The commands that run ``methods`` at the protocol of ``ran``'s runs: the suites of bench/suites.yaml that
+    list them for this preset and model, and `bench run` for those no suite lists."""
+    from bench.config import load_suites
+
+    if not methods:
+        return ""
+    preset = next((p for p in ran.preset if p), "")
+    archs = {s.split("/")[0] for s in ran.setting}
+    found = re.search(r"(\d+) ep,", ran.protocol.iloc[0])  # reports.load.protocol: "15 ep, ..."
+    epochs = int(found.group(1)) if found else None
+    preset_epochs = load_presets().get(preset, {}).get("epochs")
+    left, commands = list(methods), []
+    offers = {}
+    for name, suite in load_suites().items():
+        common = suite.get("common", {}) or {}
+        if suite.get("preset") != preset:
+            continue
+        offers[name] = {r["method"] + ("+ba" if (r.get("growth") or {}).get("batch_adapt") else "")
+                        for r in suite["runs"] if r.get("arch", common.get("arch")) in archs
+                        and r.get("epochs", common.get("epochs", preset_epochs)) == epochs}
+    while left:  # the suite that runs the most of what is left, then the next
+        name = max(sorted(offers), key=lambda n: len(offers[n] & set(left)), default=None)
+        if name is None or not offers[name] & set(left):
+            break
+        commands.append(f"python -m bench sweep {name}")
+        got = offers.pop(name)
+        left = [m for m in left if m not in got]
+    if left:
+        commands.append(f"python -m bench run --preset {preset or 'PRESET'} --arch {sorted(archs)[0]}"
+                        + (f" --epochs {epochs}" if epochs != preset_epochs else "")
+                        + f" --method M, for M in {', '.join(left)}"
+                        + (" (+ba: --growth.batch-adapt true)" if any(m.endswith("+ba") for m in left) else ""))
+    return "; ".join(commands)
 
 
 def wide_to_csv(df: pd.DataFrame) -> str:
@@ -388,13 +502,30 @@ def wide_to_markdown(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+# about how many characters of \small text a two-column paper's text width holds (7 in at ~0.065 in a character)
+TEXT_WIDTH_CHARS = 105
+
+
+def latex_width(df: pd.DataFrame) -> int:
+    """The widest line the table prints, in characters: each column's widest cell or header word, plus the
+    column gaps."""
+    widths = [max([len(str(i)) for i in df.index] + [6])]
+    for c in df.columns:
+        head = max(len(w) for w in " ".join(c if isinstance(c, tuple) else (c,)).split())
+        widths.append(max([head] + [len(str(v)) for v in df[c]]))
+    return sum(widths) + 2 * len(widths)
+
+
 def wide_to_latex(df: pd.DataFrame, caption: str) -> str:
     """booktabs, one \\multicolumn header per setting, numbers right-aligned; compiles as it is with
-    the booktabs package (tests/test_reports.py checks its structure)."""
+    the booktabs package (tests/test_reports.py checks its structure). A table spans both columns of a
+    two-column paper (table*); one wider than its text width is shrunk to fit (graphicx's \\resizebox)."""
     groups = list(dict.fromkeys(s for s, _ in df.columns))
     spans = [sum(1 for s, _ in df.columns if s == g) for g in groups]
-    lines = [r"\begin{table}[t]", r"\centering", r"\small", rf"\caption{{{_tex(caption)}}}",
-             r"\begin{tabular}{l" + "r" * len(df.columns) + "}", r"\toprule"]
+    shrink = latex_width(df) > TEXT_WIDTH_CHARS
+    lines = [r"\begin{table*}[t]", r"\centering", r"\small", rf"\caption{{{_tex(caption)}}}"]
+    lines += [r"\resizebox{\textwidth}{!}{%"] if shrink else []
+    lines += [r"\begin{tabular}{l" + "r" * len(df.columns) + "}", r"\toprule"]
     lines.append(" & ".join(["Method"] + [rf"\multicolumn{{{n}}}{{c}}{{{_tex(g)}}}" for g, n in zip(groups, spans)])
                  + r" \\")
     start, rules = 2, []
@@ -405,5 +536,41 @@ def wide_to_latex(df: pd.DataFrame, caption: str) -> str:
     lines.append(" & ".join([""] + [_tex(f) for _, f in df.columns]) + r" \\")
     lines.append(r"\midrule")
     lines += [" & ".join([_tex(i)] + [_tex(v) for v in r]) + r" \\" for i, r in zip(df.index, df.itertuples(index=False))]
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    lines += [r"\bottomrule", r"\end{tabular}"] + (["}"] if shrink else []) + [r"\end{table*}"]
     return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class Table:
+    """A report table: which methods it lists, chosen by their role (growth/api.py Method.role), so that a
+    new method needs no report edit; ``paper_rows``: methods it lists because the paper's table has them."""
+    caption: str
+    build: Callable[[pd.DataFrame], pd.DataFrame]
+    roles: tuple[str, ...]
+    paper_rows: tuple[str, ...] = ()
+    batch_adapted: bool = False  # the paper's method with batch-size adaptation follows it as a row of its own
+    # what the report prints (the CSV holds every cell): tables in the paper's layout, methods as rows and a
+    # column group per setting
+    display: Callable[[pd.DataFrame], list] = wide
+    kind: str = "image"  # the runs it is built from: image models' or language models' (reports.load.kind)
+
+
+TABLES = {
+    "ablation": Table("T1. Ablation (docs/method.md §9.1): pairing only, + variance rescaling, + learning-rate "
+                      "adaptation, both, the large model and Net2Net; paper values from the growing_wiki (secondary)",
+                      ablation_table, roles=("target", "ablation", "paper"), paper_rows=paper.ABLATION_ROWS),
+    "main": Table("T2. Main comparison: training cost (% of the large model's FLOPs; with growth overhead in "
+                  "brackets), test accuracy (mean ± std (n seeds)), difference to the large model with its 95 % "
+                  "interval", main_table, roles=("target", "paper", "baseline"), batch_adapted=True),
+    "variants": Table("T1b. Our variants of the methods (another config than the method's default), beside the "
+                      "default: cost, accuracy and difference to the large model as in T2", variants_table,
+                      roles=("target", "paper", "ablation", "baseline")),
+    "wallclock": Table("Wall-clock: large, full, full with batch-size adaptation (speed-ups only between runs on "
+                       "one machine and mode, from runs that had the machine to themselves)", wallclock_table,
+                       roles=("target", "paper"), batch_adapted=True, display=wallclock_wide),
+    "lm": Table("T3. Language model (character GPT, Tiny Shakespeare): training cost (% of the large model's FLOPs), "
+                "validation loss in nats per character (mean ± std (n seeds), 95 % interval), bits per character, "
+                "difference to the large model with its 95 % Welch interval (negative: better), next-character "
+                "accuracy", lm_table, roles=("target", "paper", "ablation", "baseline"), display=lm_wide,
+                kind="text"),
+}

@@ -49,7 +49,12 @@ def test_report_from_a_real_smoke_sweep(smoke_results, tmp_path):
     assert list(made["tables"]["wallclock"].method) == ["large", "full", "full+ba"]
     for name in ("main", "ablation", "wallclock"):
         assert (out / "tables" / f"{name}.csv").is_file()
+    for name in ("main", "ablation"):
         assert "\\toprule" in (out / "tables" / f"{name}.tex").read_text()
+    # the wall-clock table prints only runs that had the machine to themselves; the CSV keeps every time
+    wall = made["tables"]["wallclock"]
+    alone = wall[(wall.n > 0) & (wall.timing == "")]
+    assert (out / "tables" / "wallclock.tex").is_file() == (not alone.empty)
     pngs = sorted((out / "figures").glob("*.png"))
     assert {p.name.split("_")[0] for p in pngs} >= {"F3", "F4", "F5", "F6", "F7", "F8"}
     for p in pngs:
@@ -85,9 +90,10 @@ def test_tables_without_runs_say_not_run():
     assert set(main.acc) == {"not run"}
 
 
-def _record(run_id, method, seed, acc, seconds, device="cpu", mode="bf16/cl", smoke=False):
-    return {"run_id": run_id, "method": method, "arch": "resnet20", "dataset": "cifar10",
-            "setting": "resnet20/cifar10", "protocol": "15 ep, 10000 train images", "seed": seed,
+def _record(run_id, method, seed, acc, seconds, device="cpu", mode="bf16/cl", smoke=False, preset="quick", epochs=15):
+    return {"run_id": run_id, "method": method, "arch": "resnet20", "dataset": "cifar10", "preset": preset,
+            "config": {"epochs": epochs}, "machine": "M1",
+            "setting": "resnet20/cifar10", "protocol": f"{epochs} ep, 10000 train images", "seed": seed,
             "config_hash": f"{run_id:0>10}", "data_source": "CIFAR-10, JPEG q75 copy", "acc": acc, "best_acc": acc,
             "cost": 100.0 if method == "large" else 53.5, "cost_overhead": 100.0 if method == "large" else 53.5,
             "train_seconds": seconds, "total_seconds": seconds, "device": device, "mode": mode, "params": 269722,
@@ -154,7 +160,8 @@ def _write_run(folder, name, config, acc):
 
 
 def test_runs_group_by_config_minus_seed(tmp_path):
-    """Two seeds at lr 0.05 are one cell; a run at lr 50 is a row of its own that names the field."""
+    """Two seeds at lr 0.05 are one cell; a run at lr 50 is a row of its own that names the field, in the
+    variants table, not in the main comparison."""
     from reports.load import load_runs
 
     for name, seed, lr, acc in (("a", 0, 0.05, 0.70), ("b", 1, 0.05, 0.72), ("c", 0, 50.0, 0.10)):
@@ -164,7 +171,10 @@ def test_runs_group_by_config_minus_seed(tmp_path):
     runs, _, _ = load_runs(tmp_path)
     main = tables.main_table(runs).set_index("method")
     assert main.loc["large", "acc"] == "71.00 +- 1.41" and main.loc["large", "n"] == 2
-    assert main.loc["large [lr=50.0]", "acc"].startswith("10.00") and main.loc["large [lr=50.0]", "n"] == 1
+    assert not any("[" in m for m in main.index)
+    var = tables.variants_table(runs).set_index("method")
+    assert var.loc["large", "acc"] == "71.00 +- 1.41" and list(var.index) == ["large", "large [lr=50.0]"]
+    assert var.loc["large [lr=50.0]", "acc"].startswith("10.00") and var.loc["large [lr=50.0]", "n"] == 1
 
 
 def test_cell_statistics_by_hand():
@@ -206,16 +216,27 @@ def test_verdicts_need_three_seeds_on_both_sides():
 def test_paper_shaped_tables_and_their_latex():
     """Methods as rows, one column group per setting; the LaTeX has one multicolumn per setting whose
     spans add up to the tabular's columns, and every row has as many cells as the tabular."""
-    rows = [_record(f"l{i}", "large", i, 92.6 + d, 100.0) for i, d in enumerate((-0.1, 0.0, 0.1))]
-    rows += [_record(f"f{i}", "full", i, 92.5 + d, 60.0) for i, d in enumerate((-0.1, 0.0, 0.1))]
-    rows += [{**_record("v0", "large", 0, 80.0, 300.0), "setting": "vgg11/cifar10", "arch": "vgg11"}]
+    paper = dict(preset="paper", epochs=100)  # the paper's protocol: its absolute accuracies are comparable
+    rows = [_record(f"l{i}", "large", i, 92.6 + d, 100.0, **paper) for i, d in enumerate((-0.1, 0.0, 0.1))]
+    rows += [_record(f"f{i}", "full", i, 92.5 + d, 60.0, **paper) for i, d in enumerate((-0.1, 0.0, 0.1))]
+    rows += [{**_record("v0", "large", 0, 80.0, 300.0, **paper), "setting": "vgg11/cifar10", "arch": "vgg11"}]
     long = tables.main_table(pd.DataFrame(rows))
-    [(proto, data, w)] = tables.wide(long)
+    [shaped] = tables.wide(long)
+    w = shaped.df
+    # rows without a run of ours are left out and named, with a command that runs them
+    assert list(w.index) == ["large", "full"] and "small" in shaped.not_run and "net2net" in shaped.not_run
+    assert set(long.method) - set(w.index) == set(shaped.not_run) and shaped.fill
     assert list(dict.fromkeys(s for s, _ in w.columns)) == ["ResNet-20 / CIFAR-10", "VGG-11 / CIFAR-10"]
     assert w.loc["full", ("ResNet-20 / CIFAR-10", "accuracy (%)")] == "92.50 ± 0.10 (3)"
     assert w.loc["full", ("ResNet-20 / CIFAR-10", "cost (%)")] == "53.5"
     assert w.loc["full", ("ResNet-20 / CIFAR-10", "vs large (pts)")].startswith("-0.10 [-0.3")
     assert w.loc["full", ("ResNet-20 / CIFAR-10", "paper (%)")] == "92.53 ± 0.11"
+    assert w.loc["full", ("ResNet-20 / CIFAR-10", "paper: vs large (pts)")] == "-0.09"
+    # another budget: the paper's difference to its large model, never its absolute accuracy
+    quick = [{**r, "preset": "quick", "config": {"epochs": 15}, "protocol": "15 ep, 10000 train images"} for r in rows]
+    [q] = tables.wide(tables.main_table(pd.DataFrame(quick)))
+    assert ("ResNet-20 / CIFAR-10", "paper (%)") not in q.df.columns
+    assert q.df.loc["full", ("ResNet-20 / CIFAR-10", "paper: vs large (pts)")] == "-0.09"
     assert w.loc["large", ("VGG-11 / CIFAR-10", "accuracy (%)")] == "80.00 (1)"
     assert ("VGG-11 / CIFAR-10", "paper (%)") not in w.columns  # no paper values there: no empty column
     tex = tables.wide_to_latex(w, "T2 (test)")
@@ -225,7 +246,7 @@ def test_paper_shaped_tables_and_their_latex():
     assert 1 + sum(spans) == ncols == 1 + len(w.columns)
     for line in [x for x in body.strip().splitlines() if x.strip()]:
         assert line.count(" & ") + 1 == ncols and line.endswith("\\\\")
-    assert tex.count("{") == tex.count("}") and "\\toprule" in tex and "\\cmidrule(lr){2-5}" in tex
+    assert tex.count("{") == tex.count("}") and "\\toprule" in tex and "\\cmidrule(lr){2-6}" in tex
     assert "±" not in tex and "$\\pm$" in tex
 
 
