@@ -4,7 +4,6 @@ accuracy, F8 layer scales; F9 a language model's validation loss against trainin
 written as PNG and SVG."""
 from __future__ import annotations
 
-import hashlib
 import zlib
 from pathlib import Path
 
@@ -53,10 +52,16 @@ def _save(fig, out: Path, name: str) -> list[Path]:
 
 
 def _slug(*parts: str) -> str:
-    """A file-name part: letters, digits, '.', '-' (a protocol's spaces, commas, colons dropped)."""
+    """A readable file-name part: "resnet20/cifar10", "15 ep, 10000 train images, bf16" -> "resnet20-cifar10",
+    "15ep-10000img-bf16" (letters, digits, '.', '-')."""
     import re
 
-    return "_".join(re.sub(r"[^A-Za-z0-9.-]", "", p.replace("/", "-")) for p in parts)
+    def one(p: str) -> str:
+        p = p.replace("/", "-").replace(" train images", "img").replace(" windows-epoch", "win")
+        p = p.replace("windows/epoch", "win").replace(" ep,", "ep,").replace(", ", "-")
+        return re.sub(r"[^A-Za-z0-9.-]", "", p.replace(" ", "").replace("SMOKE(notaresult):", "smoke-"))
+
+    return "_".join(one(p) for p in parts)
 
 
 def _groups(runs: pd.DataFrame):
@@ -115,7 +120,7 @@ def accuracy_vs_cost(stats: pd.DataFrame, out: Path) -> list[Path]:
             if large_acc is not None and r.method != target_method():
                 dx.errorbar(r.cost_overhead, r.acc_mean - large_acc, yerr=yerr, fmt=st["marker"], color=st["color"],
                             capsize=3)
-            p = lookup(setting, r.method.split(" [")[0], "accuracy")
+            p = lookup(setting, r.method, "accuracy")  # the paper ran its methods, not our variants
             if p is not None and paper_large is not None and r.method != target_method():
                 pc = lookup(setting, r.method, "cost")
                 dx.plot(pc.value if pc else r.cost, p.value - paper_large.value, "D", mfc="white", color=st["color"],
@@ -126,8 +131,10 @@ def accuracy_vs_cost(stats: pd.DataFrame, out: Path) -> list[Path]:
                xlabel="training cost (% of the large model's FLOPs)", ylabel="test accuracy (%), mean ± std")
         dx.set(title="difference to the large model\nfilled: ours (mean ± std); hollow diamonds: the paper's",
                xlabel="training cost (% of the large model's FLOPs)", ylabel="accuracy points")
-        _legend_outside(dx) if dx.get_legend_handles_labels()[0] else None
-        ax.legend(fontsize=8, loc="lower right")
+        # one legend right of both panels: our methods (filled) and the paper's points (hollow diamonds)
+        h, lab = ax.get_legend_handles_labels()
+        h2, lab2 = dx.get_legend_handles_labels()
+        dx.legend(h + h2, lab + lab2, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, fontsize=8)
         paths += _save(fig, out, "F4_accuracy_vs_cost_" + _slug(setting, proto))
     return paths
 
@@ -179,7 +186,8 @@ def width_schedule(runs, results, out: Path) -> list[Path]:
         for n, ((rel, frac), methods) in enumerate(schedules.items()):
             epochs = curves[(rel, frac)]
             x = [e - 1 for e in epochs] + [epochs[-1]]  # each epoch spans [e - 1, e]
-            color = style(methods[0])["color"] if len(schedules) > 1 else "tab:blue"
+            # one method's schedule in its colour; a schedule several methods share in grey (no method's colour)
+            color = style(methods[0])["color"] if len(methods) == 1 else ("dimgray", "darkgray", "silver")[n % 3]
             name = ", ".join(methods) if len(methods) <= 3 else f"{len(methods)} methods"
             ax.step(x, list(rel) + [rel[-1]], where="post", color=color, label=f"relative training FLOPs ({name})")
             ax.step(x, list(frac) + [frac[-1]], where="post", color=color, ls="--", label=f"parameter fraction ({name})")
@@ -190,12 +198,34 @@ def width_schedule(runs, results, out: Path) -> list[Path]:
     return paths
 
 
+def _end_labels(ax, ends: list[tuple[float, float, str, object]]) -> None:
+    """Label each line's end in a column right of the axes (outside the data), the entries a minimum vertical
+    gap apart (so no two overlap), each joined to its end point by a thin line; they replace the legend."""
+    if not ends:
+        return
+    lo, hi = ax.get_ylim()
+    gap = 0.055 * (hi - lo)
+    x_max = max(e[0] for e in ends)
+    ys = []
+    for x, y, text, color in sorted(ends, key=lambda e: e[1]):
+        y_text = max(y, ys[-1] + gap) if ys else y
+        ys.append(y_text)
+    shift = max(0.0, ys[-1] - (hi - 0.5 * gap))  # keep the column inside the axes: move it down as a whole
+    for (x, y, text, color), y_text in zip(sorted(ends, key=lambda e: e[1]), ys):
+        ax.annotate(text, (x, y), xytext=(1.03, y_text - shift), textcoords=("axes fraction", "data"), fontsize=7,
+                    color=color, va="center", annotation_clip=False,
+                    arrowprops={"arrowstyle": "-", "color": color, "lw": 0.4, "alpha": 0.6})
+
+
 def time_to_accuracy(runs, results, out: Path) -> list[Path]:
     """F7: test accuracy against training wall-clock, one line per method (the seed with the median
-    final accuracy), labelled at its end with the time; only runs of one device label per figure."""
+    final accuracy), labelled at its end with the time; only runs of one machine label per figure (runs
+    resumed on another machine have no one machine's time and are left out)."""
     paths = []
-    for (setting, proto, device), sel in sorted(runs.groupby(["setting", "protocol", "device"])):
+    runs = runs[~runs.moved.astype(bool)] if "moved" in runs else runs
+    for (setting, proto, machine), sel in sorted(runs.groupby(["setting", "protocol", "machine"])):
         fig, ax = plt.subplots(figsize=(9, 4.8))
+        ends = []
         for method, g in sorted(sel.groupby("method")):
             r = g.sort_values("acc").iloc[len(g) // 2]
             hist = results[r.run_id]["epochs"]
@@ -203,12 +233,13 @@ def time_to_accuracy(runs, results, out: Path) -> list[Path]:
             st = style(method)
             ax.plot(secs, [100 * h["test_acc"] for h in hist], color=st["color"], ls=st["ls"], marker=st["marker"],
                     markersize=3, label=f"{method} (seed {r.seed})")
-            ax.annotate(f"{secs[-1]:.0f} s", (secs[-1], 100 * hist[-1]["test_acc"]), fontsize=7,
-                        xytext=(3, 0), textcoords="offset points", color=st["color"])
-        ax.set(title=f"Time to accuracy: {setting}, {proto}\n{device}",
+            ends.append((secs[-1], 100 * hist[-1]["test_acc"], f"{method} (seed {r.seed}): {secs[-1]:.0f} s",
+                         st["color"]))
+        ax.set_xlim(left=0, right=max(e[0] for e in ends) * 1.03)
+        _end_labels(ax, ends)
+        ax.set(title=f"Time to accuracy: {setting}, {proto}\nmachine {machine}: {sel.device.iloc[0]}",
                xlabel="training wall-clock (s, evaluation excluded)", ylabel="test accuracy (%)")
-        _legend_outside(ax)
-        paths += _save(fig, out, "F7_time_to_accuracy_" + _slug(setting, proto, hashlib.sha1(device.encode()).hexdigest()[:6]))
+        paths += _save(fig, out, "F7_time_to_accuracy_" + _slug(setting, proto, machine))
     return paths
 
 

@@ -178,7 +178,7 @@ def load_runs(results_dir: str | Path | list) -> tuple[pd.DataFrame, pd.DataFram
     for r in done:
         r["machine"] = names[r["device"]]
     cols_done = ["run_id", "method", "grows", "uses_lra", "smoke", "arch", "dataset", "setting", "protocol", "seed", "config_hash", "data_source",
-                 "acc", "best_acc", "val_loss", "kind", "cost", "cost_overhead", "train_seconds", "total_seconds", "device", "machine", "mode", "params", "load", "moved", "preset"]
+                 "acc", "best_acc", "val_loss", "kind", "cost", "cost_overhead", "train_seconds", "total_seconds", "device", "machine", "mode", "params", "load", "moved", "preset", "epochs"]
     cols_other = ["run_id", "method", "arch", "dataset", "setting", "protocol", "seed", "state", "epochs_done", "epochs"]
     return (pd.DataFrame(done, columns=cols_done), pd.DataFrame(other, columns=cols_other).astype(object).fillna(""),
             results)
@@ -193,7 +193,8 @@ def _load_one(cfg_path: Path, done: list, other: list, results: dict) -> None:
             "smoke": is_smoke(config),
             "arch": config["arch"],
             "dataset": config["dataset"], "setting": f"{config['arch']}/{config['dataset']}",
-            "protocol": protocol(config), "seed": config["seed"], "preset": config.get("preset") or ""}
+            "protocol": protocol(config), "seed": config["seed"], "preset": config.get("preset") or "",
+            "epochs": config["epochs"]}
     if not (d / RESULT).is_file():
         state = "failed" if (d / FAILED).is_file() else "did not finish"
         epochs = len((d / HISTORY).read_text().splitlines()) if (d / HISTORY).is_file() else 0

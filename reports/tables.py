@@ -99,7 +99,7 @@ def comparison(runs: pd.DataFrame, methods: list[str], settings: list[tuple[str,
     # absolute accuracies comparable
     paper_epochs = load_presets()["paper"]["epochs"]
     paper_protocols = {r.protocol for r in runs.itertuples() if getattr(r, "preset", "") == "paper"
-                       and (getattr(r, "config", None) or {}).get("epochs") == paper_epochs}
+                       and getattr(r, "epochs", None) == paper_epochs}
     presets = ({p: next((x for x in sorted(g) if x), "") for p, g in runs.groupby("protocol").preset}
                if not runs.empty and "preset" in runs else {})
     cells = seed_stats(runs)

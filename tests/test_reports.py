@@ -1,6 +1,7 @@
 import json
 import math
 import re
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -92,7 +93,7 @@ def test_tables_without_runs_say_not_run():
 
 def _record(run_id, method, seed, acc, seconds, device="cpu", mode="bf16/cl", smoke=False, preset="quick", epochs=15):
     return {"run_id": run_id, "method": method, "arch": "resnet20", "dataset": "cifar10", "preset": preset,
-            "config": {"epochs": epochs}, "machine": "M1",
+            "epochs": epochs, "machine": "M1",
             "setting": "resnet20/cifar10", "protocol": f"{epochs} ep, 10000 train images", "seed": seed,
             "config_hash": f"{run_id:0>10}", "data_source": "CIFAR-10, JPEG q75 copy", "acc": acc, "best_acc": acc,
             "cost": 100.0 if method == "large" else 53.5, "cost_overhead": 100.0 if method == "large" else 53.5,
@@ -233,7 +234,7 @@ def test_paper_shaped_tables_and_their_latex():
     assert w.loc["full", ("ResNet-20 / CIFAR-10", "paper (%)")] == "92.53 ± 0.11"
     assert w.loc["full", ("ResNet-20 / CIFAR-10", "paper: vs large (pts)")] == "-0.09"
     # another budget: the paper's difference to its large model, never its absolute accuracy
-    quick = [{**r, "preset": "quick", "config": {"epochs": 15}, "protocol": "15 ep, 10000 train images"} for r in rows]
+    quick = [{**r, "preset": "quick", "epochs": 15, "protocol": "15 ep, 10000 train images"} for r in rows]
     [q] = tables.wide(tables.main_table(pd.DataFrame(quick)))
     assert ("ResNet-20 / CIFAR-10", "paper (%)") not in q.df.columns
     assert q.df.loc["full", ("ResNet-20 / CIFAR-10", "paper: vs large (pts)")] == "-0.09"
@@ -378,3 +379,44 @@ def test_verdict_block_gives_the_runs_numbers(tmp_path, capsys):
     assert verdict.main(["--results", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "make reproduce" in err
+
+
+def test_figures_keep_legends_off_the_data_and_one_colour_per_method(tmp_path, monkeypatch):
+    """Every figure of the shipped quick runs: no legend overlaps an axes' data area, and every line that
+    names a method (legend entry or end label) has that method's one colour (reports.figures.style)."""
+    import matplotlib.colors as mcolors
+
+    from reports import figures
+    from reports.load import load_runs
+
+    checked, save = [], figures._save
+
+    def check(fig, out, name):
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        boxes = [ax.get_window_extent(renderer) for ax in fig.axes]
+        for ax in fig.axes:
+            leg = ax.get_legend()
+            if leg is not None:
+                lb = leg.get_window_extent(renderer)
+                assert not any(lb.overlaps(b) for b in boxes), f"{name}: legend over an axes"
+            for line in ax.get_lines():
+                method = line.get_label().split(" (")[0]
+                if method.split(" [")[0].removesuffix("+ba") in METHODS:
+                    assert mcolors.same_color(line.get_color(), figures.style(method)["color"]), (name, method)
+        checked.append(name)
+        return save(fig, out, name)
+
+    from bench.methods import METHODS
+
+    monkeypatch.setattr(figures, "_save", check)
+    runs, _, results = load_runs(Path(__file__).resolve().parents[1] / "results" / "reference" / "quick")
+    runs = runs[runs.setting == "resnet20/cifar10"]
+    from reports import tables
+
+    figures.accuracy_vs_epoch(runs, results, tmp_path)
+    figures.accuracy_vs_cost(tables.seed_stats(runs), tmp_path)
+    figures.time_to_accuracy(runs, results, tmp_path)
+    figures.width_schedule(runs, results, tmp_path)
+    assert {n.split("_")[0] for n in checked} == {"F3", "F4", "F6", "F7"}
+    assert all("_15ep-10000img-bf16" in n for n in checked)  # readable names
