@@ -267,20 +267,16 @@ def wallclock_wide(long: pd.DataFrame) -> list[Wide]:
             continue
         settings = sorted(set(alone.setting), key=setting_order)
         methods = [m for m in dict.fromkeys(g.method) if m in set(alone.method)]
-        cols = pd.MultiIndex.from_tuples([(setting_name(s), f) for s in settings for f in ("time (s)", "speed-up")])
-        rows = []
-        for m in methods:
-            row = []
-            for s in settings:
-                r = alone[(alone.setting == s) & (alone.method == m)]
-                if r.empty:
-                    row += ["", ""]
-                    continue
-                r = r.iloc[0]
-                row += [f"{r.train_seconds.replace('+-', '±')} ({r.n})", r.speedup.replace("+-", "±")
-                        if m != target_method() else ""]
-            rows.append(row)
-        df = pd.DataFrame(rows, index=pd.Index(methods, name="method"), columns=cols)
+
+        def cells(m, s, alone=alone):
+            r = alone[(alone.setting == s) & (alone.method == m)]
+            if r.empty:
+                return None
+            r = r.iloc[0]
+            return [f"{r.train_seconds.replace('+-', '±')} ({r.n})",
+                    r.speedup.replace("+-", "±") if m != target_method() else ""]
+
+        df = _grid(methods, settings, ("time (s)", "speed-up"), cells)
         left = sorted({f"{r.method} ({setting_name(r.setting)}: {r.timing})" for r in ran.itertuples() if r.timing})
         out.append(Wide(proto, data, df, left, "", machine=f"{machine}, {mode}"))
     return out
@@ -296,21 +292,18 @@ def lm_wide(long: pd.DataFrame) -> list[Wide]:
     for (proto, data), g in long.groupby(["protocol", "data"], sort=True):
         settings = sorted(set(g.setting), key=setting_order)
         methods = list(dict.fromkeys(g.method))
-        cols = pd.MultiIndex.from_tuples([(setting_name(s), f) for s in settings for f in fields])
-        rows = []
-        for m in methods:
-            row = []
-            for s in settings:
-                r = g[(g.setting == s) & (g.method == m)]
-                if r.empty:
-                    row += [""] * len(fields)
-                    continue
-                r = r.iloc[0]
-                delta = "" if m == target_method() else f"{float(r.delta_vs_large):+.3f}" + (f" {r.delta_ci95}" if r.delta_ci95 else "")
-                row += [_cell_cost(r), f"{r.val_loss.replace(' +- n/a', '').replace('+-', '±')} ({r.n})", delta, r.bpc,
-                        r.next_char_acc]
-            rows.append(row)
-        out.append(Wide(proto, data, pd.DataFrame(rows, index=pd.Index(methods, name="method"), columns=cols), [], ""))
+
+        def cells(m, s, g=g):
+            r = g[(g.setting == s) & (g.method == m)]
+            if r.empty:
+                return None
+            r = r.iloc[0]
+            delta = "" if m == target_method() else (f"{float(r.delta_vs_large):+.3f}"
+                                                      + (f" {r.delta_ci95}" if r.delta_ci95 else ""))
+            return [_cell_cost(r), f"{r.val_loss.replace(' +- n/a', '').replace('+-', '±')} ({r.n})", delta, r.bpc,
+                    r.next_char_acc]
+
+        out.append(Wide(proto, data, _grid(methods, settings, fields, cells), [], ""))
     return out
 
 
@@ -419,6 +412,14 @@ class Wide:
     machine: str = ""  # the machine label (and mode) its times belong to, for timing tables
 
 
+def _grid(methods: list[str], settings: list[str], fields: tuple[str, ...], cells) -> pd.DataFrame:
+    """Methods as rows, a column group of ``fields`` per setting; ``cells(method, setting)`` gives the group's
+    strings, or None where that method has no run in that setting (blank cells)."""
+    cols = pd.MultiIndex.from_tuples([(setting_name(s), f) for s in settings for f in fields])
+    rows = [[v for s in settings for v in (cells(m, s) or [""] * len(fields))] for m in methods]
+    return pd.DataFrame(rows, index=pd.Index(methods, name="method"), columns=cols)
+
+
 def wide(long: pd.DataFrame) -> list[Wide]:
     """A long comparison table (one row per setting x method) in the paper's shape: one table per
     (protocol, data source), a row per method with runs, a column group per setting with runs, holding
@@ -434,20 +435,16 @@ def wide(long: pd.DataFrame) -> list[Wide]:
         settings = sorted(set(ran.setting), key=setting_order)
         methods = [m for m in dict.fromkeys(g.method) if m in set(ran.method)]
         missing = [m for m in dict.fromkeys(g.method) if m not in set(ran.method)]
-        cols = pd.MultiIndex.from_tuples([(setting_name(s), f) for s in settings for f in WIDE_FIELDS])
-        rows = []
-        for m in methods:
-            row = []
-            for s in settings:
-                r = g[(g.setting == s) & (g.method == m)]
-                if r.empty or r.iloc[0].acc == NOT_RUN:
-                    row += [""] * len(WIDE_FIELDS)
-                    continue
-                r = r.iloc[0]
-                paper = r.paper_acc.replace("+-", "±") if r.paper_acc and r.paper_protocol else ""
-                row += [_cell_cost(r), _cell_acc(r), _cell_delta(r), _cell_paper_delta(r), paper]
-            rows.append(row)
-        df = pd.DataFrame(rows, index=pd.Index(methods, name="method"), columns=cols)
+
+        def cells(m, s, g=g):
+            r = g[(g.setting == s) & (g.method == m)]
+            if r.empty or r.iloc[0].acc == NOT_RUN:
+                return None
+            r = r.iloc[0]
+            paper = r.paper_acc.replace("+-", "±") if r.paper_acc and r.paper_protocol else ""
+            return [_cell_cost(r), _cell_acc(r), _cell_delta(r), _cell_paper_delta(r), paper]
+
+        df = _grid(methods, settings, WIDE_FIELDS, cells)
         keep = [c for c in df.columns if not c[1].startswith("paper") or df[c].ne("").any()]  # no empty paper columns
         out.append(Wide(proto, data, df[keep], missing, fill_command(missing, ran)))
     return out
