@@ -12,6 +12,7 @@ class Large(Method):
 
 class Small(Method):
     """The network at the growth schedule's start widths (stage 0), trained at fixed size."""
+    growth_fields = ("start_fraction", "width_rule", "width_align")  # stage 0's widths depend on these alone
 
     def start_widths(self) -> dict[str, int]:
         gs = self.setup.schedule

@@ -1,9 +1,9 @@
 import os
 import sys
 
-from bench.cli import main
+from bench.cli import closed_pipe_safe, main
 
-status = main()
+status = closed_pipe_safe(main)
 if status == 130:
     # interrupted: leave now, without the interpreter's shutdown (atexit callbacks, thread joins), where a
     # second Ctrl-C would print a traceback or end the process by the signal instead of 130

@@ -209,6 +209,9 @@ def run_campaign(suite: str, preset: str | None, overrides: dict, work_dir: str 
     workers = workers or len(cores)
     if workers < 1:
         raise ConfigError(f"--workers: {workers}; at least 1")
+    for flag, value in (("--hours", hours), ("--commit-every", commit_every)):
+        if not 0 <= value < float("inf"):  # NaN fails too
+            raise ConfigError(f"{flag}: {value}; 0 (no limit) or a positive number")
     if workers > len(cores):
         raise ConfigError(f"--workers: {workers} but this process may use {len(cores)} core(s) ({cores}): "
                           "runs would share cores and slow each other several-fold")

@@ -11,10 +11,11 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
 from bench import config
 from bench.config import ConfigError
-from bench.errors import WRITE_ERRNOS
+from bench.errors import WRITE_ERRNOS, LaunchError
 from bench.data import DataError
 from bench.records import RunDirError
 from bench.train import Diverged, Interrupted
@@ -53,7 +54,11 @@ def _progress(args):
 def cmd_run(args) -> int:
     from bench.train import run
 
-    spec = config.make_spec(args.preset, **_overrides(args))
+    overrides = _overrides(args)
+    spec = config.make_spec(args.preset, **overrides)
+    for key, why in config.inapplicable(spec, config.flat_keys(overrides)).items():
+        raise ConfigError(f"{key}: does not apply to this run: {why}; leave it out, as it would give the same "
+                          "computation a second run id")
     result = run(spec, progress=_progress(args))
     if os.environ.get("RANK", "0") == "0":  # under torchrun: rank 0 speaks for the run
         print(json.dumps({"run_id": result["run_id"], "final_test_acc": result["final_test_acc"],
@@ -85,22 +90,36 @@ def cmd_sweep(args) -> int:
     if args.launcher != "inline":
         from bench import launch
 
+        if args.max_requeues < 0:
+            raise ConfigError(f"--max-requeues: {args.max_requeues}; 0 or more")
+        res = launch.SlurmResources(partition=args.partition, tasks_per_node=args.tasks_per_node,
+                                    gpus_per_task=args.gpus_per_task,
+                                    cpus_per_task=args.cpus_per_task, time_min=args.time_min,
+                                    signal_delay_s=args.signal_delay_s, extra=tuple(args.sbatch),
+                                    max_requeues=args.max_requeues, job_name=f"growbench-{args.suite}")
+        launch.sbatch_options(res.extra)  # a malformed --sbatch refused before anything is submitted
+        out_dir = unique[0].out_dir
+        # a run whose job is still queued or running is attached to, never submitted a second time
+        live = launch.live_jobs(out_dir, [config.run_id(s) for s in unique])
         todo = []
         for i, spec in enumerate(unique, 1):
             rid = config.run_id(spec)
             state = RunDir(f"{spec.out_dir}/{rid}").state()
-            print(f"[{i}/{len(unique)}] {rid} ({state})", flush=True)
-            if state != "complete":
+            print(f"[{i}/{len(unique)}] {rid} ({state}" + (f"; {live[rid]}: not submitted again" if rid in live else "")
+                  + ")", flush=True)
+            if state != "complete" and rid not in live:
                 todo.append(spec)
-        if args.dry_run or not todo:
+        if args.dry_run:
             return 0
-        res = launch.SlurmResources(partition=args.partition, tasks_per_node=args.tasks_per_node,
-                                    gpus_per_task=args.gpus_per_task,
-                                    cpus_per_task=args.cpus_per_task, time_min=args.time_min,
-                                    signal_delay_s=args.signal_delay_s, extra=tuple(args.sbatch))
-        jobs = launch.submit(todo, args.launcher, unique[0].out_dir, max_parallel=args.max_parallel, res=res)
+        if not todo:
+            print(f"nothing to submit: {len(live)} runs have a live job, the rest are complete; "
+                  f"python -m bench status --out-dir {out_dir}")
+            return 0
+        jobs = launch.submit(todo, args.launcher, out_dir, max_parallel=args.max_parallel, res=res)
         if args.launcher == "slurm":
-            print(f"submitted {len(jobs)} runs as one job array; python -m bench status --out-dir {unique[0].out_dir}")
+            print(f"submitted {len(jobs)} runs as one job array" + (f" ({len(live)} more already queued or running)"
+                                                                     if live else "")
+                  + f"; python -m bench status --out-dir {out_dir}")
             return 0
         return _sweep_outcome(args.suite, unique)
     skipped = 0
@@ -164,11 +183,22 @@ def cmd_speed(args) -> int:
     for flag in ("rounds", "steps"):
         if getattr(args, flag) < 1:
             raise ConfigError(f"--{flag}: {getattr(args, flag)}; at least 1")
+    if args.bench_threads < 0:
+        raise ConfigError(f"--bench-threads: {args.bench_threads}; 0 (torch's default) or more")
     overrides = _overrides(args)
     archs = overrides.pop("arch", "resnet20").split(",")
+    # every arch, the method and the JSON's folder checked before the first measurement, not after it
+    specs = [config.make_spec(args.preset or "quick", **{"method": methods.by_role("paper"), **overrides, "arch": arch})
+             for arch in archs]
+    if not methods.method_traits(specs[0].method)["grows"]:
+        raise ConfigError(f"method: {specs[0].method!r} never grows, so there is no grown schedule to time; "
+                          "give a growing method (python -m bench list)")
+    if args.json:
+        folder = Path(args.json).absolute().parent
+        if not folder.is_dir() or not os.access(folder, os.W_OK):
+            raise ConfigError(f"--json {args.json}: {folder} is not a writable folder")
     reports = []
-    for arch in archs:
-        spec = config.make_spec(args.preset or "quick", **{"method": methods.by_role("paper"), **overrides, "arch": arch})
+    for spec in specs:
         r = measure(spec, rounds=args.rounds, steps=args.steps, threads=args.bench_threads)
         print(table(r), flush=True)
         reports.append(r)
@@ -180,8 +210,6 @@ def cmd_speed(args) -> int:
 
 def cmd_gate(args) -> int:
     """The CI regression gate on the speed-up numbers (also run by tests/regression)."""
-    from pathlib import Path
-
     from bench import speed
 
     path = Path(speed.BASELINE_FILE)
@@ -238,33 +266,57 @@ def cmd_list(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from pathlib import Path
-
-    from bench.records import scan
+    """Every run of the folder (and every run a sweep submitted that has no folder yet) with its state and,
+    for submitted runs, its job's: one queue query for all of them."""
+    from bench import launch
+    from bench.records import LOCK, _read_lock, scan
 
     if not Path(args.out_dir).is_dir():
         raise RunDirError(f"--out-dir {args.out_dir}: no such folder")
-    from bench.launch import job_states
-
-    rows = scan(args.out_dir)
+    known = launch.recorded_jobs(args.out_dir)
+    asked = [v["job_id"] for v in known.values() if v["launcher"] == "slurm"]
+    asked += [str(h["job_id"]) for h in map(_read_lock, Path(args.out_dir).glob(f"*/{LOCK}")) if h.get("job_id")]
+    queue = launch.queue_states(asked)  # None: no squeue here, so a lock of another host counts as live
+    rows = scan(args.out_dir, queue)
+    jobs = launch.job_states(args.out_dir, queue)
+    on_disk = {r["run_id"] for r in rows}
+    for rid, (job, state) in sorted(jobs.items()):  # submitted, no folder yet: queued, or ended before it began
+        if rid not in on_disk:
+            rows.append({"run_id": rid, "state": "queued" if state == "PENDING" else "starting" if state in launch.LIVE
+                         else "not started",
+                         "reason": "" if state in launch.LIVE else "its job ended before the run began: run the sweep "
+                                                                  "again to resubmit it"})
     if not rows:
         print(f"{args.out_dir}: no runs")
         return 0
-    jobs = job_states(args.out_dir)
     for r in rows:
         extra = (f"acc {r['final_test_acc']:.4f}  {r['total_seconds']:.0f}s"
                  + (f" on {r['world_size']} processes" if r.get("world_size", 1) > 1 else "") if r["state"] == "complete"
-                 else f"{r.get('epochs_done', 0)} epochs done" if r["state"] in ("partial", "running")
+                 else f"{r.get('epochs_done', 0)} epochs done" + (f" ({r['where']})" if r.get("where") else "")
+                 if r["state"] in ("partial", "running")
                  else f"no checkpoint yet: the same command starts it over ({r.get('epochs_done', 0)} epochs in its "
                       "history, not saved)" if r["state"] == "empty"
                  else r.get("reason", ""))
-        job = f"  [{jobs[r['run_id']]}]" if r["run_id"] in jobs else ""
+        job = f"  [{_job_note(jobs[r['run_id']], r['state'])}]" if r["run_id"] in jobs else ""
         print(f"{r['state']:9s} {r['run_id']}  {extra}{job}")
-    # every state listed is counted: the usual five always, any other (empty) where it occurs
+    # every state listed is counted: the usual five always, any other (empty, queued) where it occurs
     usual = ("complete", "running", "partial", "failed", "corrupt")
     counts = {s: sum(r["state"] == s for r in rows) for s in (*usual, *sorted({r["state"] for r in rows} - set(usual)))}
     print(", ".join(f"{v} {k}" for k, v in counts.items()))
     return 0
+
+
+def _job_note(job: tuple[str, str], run_state: str) -> str:
+    """A submitted run's job: its queue state, how Slurm's accounting says it ended, or (without accounting)
+    how the run's own record says it ended."""
+    from bench.launch import LIVE
+
+    name, state = job
+    if state in LIVE or state != "ENDED" or run_state == "not started":
+        return f"{name}: {state}"
+    told = {"complete": "ended, the run complete", "failed": "ended, the run failed (its reason: failed.json)"}
+    return f"{name}: " + told.get(run_state, "ended without a result (cancelled, killed, out of memory or a lost node; "
+                                            "run the sweep again to resubmit it)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -291,7 +343,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--cpus-per-task", type=int, default=2, help="Slurm: CPUs per task (per rank)")
     s.add_argument("--time-min", type=int, default=60, help="time limit per job, minutes (then requeued, resumed)")
     s.add_argument("--signal-delay-s", type=int, default=120, help="time-out signal this long before the limit")
-    s.add_argument("--sbatch", action="append", default=[], metavar="KEY=VALUE", help="further sbatch option")
+    s.add_argument("--sbatch", action="append", default=[], metavar="KEY=VALUE",
+                   help="further sbatch option (KEY for a flag: --sbatch hold); job-name=X names the array")
+    s.add_argument("--max-requeues", type=int, default=50, help="automatic requeues of one run's job on time-out "
+                   "or preemption (local, slurm); other endings are resubmitted by running the sweep again")
     _add_spec_flags(s)
     s.set_defaults(fn=cmd_sweep)
     c = sub.add_parser("campaign", help="a suite's runs over days: one per core, resumable anywhere from a "
@@ -361,7 +416,7 @@ def _unrecognized(p: argparse.ArgumentParser, command: str, extra: list[str]) ->
 
 # what a user can cause ends in one line: (exception, prefix, exit status), first match wins
 ERRORS = ((ConfigError, "config error: ", 2), (DataError, "data error: ", 1), (RunDirError, "run directory error: ", 1),
-          (Diverged, "diverged: ", 1), (Interrupted, "", 130))
+          (Diverged, "diverged: ", 1), (LaunchError, "launch error: ", 1), (Interrupted, "", 130))
 
 
 def main(argv=None) -> int:
@@ -391,6 +446,19 @@ def main(argv=None) -> int:
             raise
         print(f"write error: {e.filename or ''}: {e.strerror}", file=sys.stderr)
         return 1
+
+
+def closed_pipe_safe(main) -> int:
+    """``main()``'s status; when the reader of stdout went away (``bench status | head``), 0 and no traceback:
+    the reader took what it wanted. The rest of the output goes to /dev/null, so the interpreter's flush at
+    exit does not raise again."""
+    try:
+        status = main()
+        sys.stdout.flush()
+        return status
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def entry() -> None:

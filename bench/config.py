@@ -313,6 +313,43 @@ def make_spec(preset: str | None = None, **overrides: Any) -> RunSpec:
     return spec
 
 
+# growth fields read only under some schedules or settings (the rest apply whenever the method reads them)
+_SCHEDULE_FIELDS = {"growth_epochs": ("list",), "t0": ("exp", "fixed"), "p_t": ("exp",)}
+
+
+def inapplicable(spec: RunSpec, fields) -> dict[str, str]:
+    """Of ``fields`` (flat names: "lr_decay", "growth.p_c"), those that cannot change ``spec``'s computation,
+    each with the reason: growth fields its method does not read (methods' ``growth_fields``) or that its
+    schedule does not use, step-schedule fields under cosine, one optimizer's fields under the other."""
+    from bench.methods import method_class
+
+    reads = method_class(spec.method).growth_fields
+    gs = spec.growth
+    why = {}
+    for key in fields:
+        section, _, name = key.partition(".")
+        if section == "growth" and name:
+            if reads is not None and name not in reads:
+                why[key] = f"method {spec.method} " + ("never grows" if not reads else f"reads only {', '.join(reads)}")
+            elif name in _SCHEDULE_FIELDS and gs.schedule not in _SCHEDULE_FIELDS[name]:
+                why[key] = f"growth.schedule is {gs.schedule} (it uses {name} under {' or '.join(_SCHEDULE_FIELDS[name])})"
+            elif name in ("batch_max_factor", "batch_lr_scaling") and not gs.batch_adapt:
+                why[key] = "growth.batch_adapt is off"
+        elif key in ("lr_decay", "lr_decay_epochs") and spec.lr_schedule != "step":
+            why[key] = f"lr_schedule is {spec.lr_schedule} (the step schedule uses it)"
+        elif key in ("beta1", "beta2") and spec.optimizer != "adamw":
+            why[key] = f"optimizer is {spec.optimizer} (adamw uses it)"
+        elif key in ("momentum", "nesterov") and spec.optimizer != "sgd":
+            why[key] = f"optimizer is {spec.optimizer} (sgd uses it)"
+    return why
+
+
+def flat_keys(overrides: dict) -> list[str]:
+    """Override names as flat field names: {"growth": {"p_c": 1}} and {"growth.p_c": 1} give ["growth.p_c"]."""
+    return [f"{k}.{n}" if isinstance(v, dict) else k for k, v in _nest(overrides).items()
+            for n in (v if isinstance(v, dict) else [None])]
+
+
 def spec_to_dict(spec: RunSpec) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(spec)))
 
@@ -423,10 +460,36 @@ def suite_specs(name: str, preset: str | None, **overrides: Any) -> list[RunSpec
     suite = suites[name]
     preset = preset or suite.get("preset")
     seeds = suite.get("seeds", [0])
-    specs = []
+    keys = flat_keys(overrides)
+    specs, used, why = [], set(), {}
     for run in suite["runs"]:
         for seed in run.get("seeds", seeds):
             entry = {k: v for k, v in run.items() if k != "seeds"}
-            specs.append(make_spec(preset, **_merge(_nest({**suite.get("common", {}), **entry, "seed": seed}),
-                                                    _nest(overrides))))
+            base = _nest({**suite.get("common", {}), **entry, "seed": seed})
+            try:
+                spec = make_spec(preset, **_merge(base, _nest(overrides)))
+            except ConfigError:  # perhaps through a field this run does not read (a growth epoch on large)
+                spec = None
+            # a flag that does not apply to this run is left out of it: its run id stays the one of its computation
+            skip = inapplicable(spec or make_spec(preset, **base), keys)
+            if skip or spec is None:
+                spec = make_spec(preset, **_merge(base, _without(_nest(overrides), skip)))
+            used |= set(keys) - set(skip)
+            why.update(skip)
+            specs.append(spec)
+    unused = [k for k in keys if k not in used]
+    if unused:
+        raise ConfigError(f"{unused[0]}: applies to no run of suite {name}: {why[unused[0]]}")
     return specs
+
+
+def _without(nested: dict, keys) -> dict:
+    """``nested`` less the flat ``keys`` ("growth.p_c")."""
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in nested.items()}
+    for key in keys:
+        head, _, rest = key.partition(".")
+        if rest:
+            out.get(head, {}).pop(rest, None)
+        else:
+            out.pop(head, None)
+    return out

@@ -306,7 +306,10 @@ def imagenet_loader(data_dir: str | Path, train: bool, batch_size: int, subset: 
           if train else transforms.Compose([transforms.Resize(int(image_size * 256 / 224)),
                                             transforms.CenterCrop(image_size)]))
     tf = transforms.Compose([tf, transforms.ToTensor(), transforms.Normalize(mean, std)])
-    ds = datasets.ImageFolder(str(folder), transform=tf)
+    try:
+        ds = datasets.ImageFolder(str(folder), transform=tf)
+    except FileNotFoundError as e:  # no class folders, or none holding an image
+        raise DataError(f"{folder}: {e} Expected ImageNet as class folders ({folder}/<wnid>/*.JPEG)") from None
     if not len(ds):
         raise DataError(f"{folder}: no images found in its class folders")
     idx = balanced_indices(np.asarray(ds.targets), subset, seed)

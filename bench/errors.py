@@ -6,6 +6,10 @@ class ConfigError(ValueError):
     """A configuration that cannot run; the message is one line naming the field."""
 
 
+class LaunchError(RuntimeError):
+    """The cluster refused a submission (a bad partition, an sbatch option it does not know): one line."""
+
+
 class DataError(RuntimeError):
     """Missing or corrupt data: the message says which path, what was expected and how to get it."""
 

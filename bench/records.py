@@ -34,6 +34,10 @@ class RunDirError(RuntimeError):
     """A run directory that cannot be used as asked; the message is one line naming the file."""
 
 
+class ForeignResult(RunDirError):
+    """A result.json that names another run: never taken for this one's, nor set aside and retrained."""
+
+
 class ForeignCheckpoint(RunDirError):
     """A checkpoint written for another run: never resumed, never overwritten by starting over."""
 
@@ -122,10 +126,26 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _valid_pid(pid) -> bool:
+    return isinstance(pid, int) and not isinstance(pid, bool) and 0 < pid < 2**31
+
+
+def _read_lock(path: Path) -> dict:
+    """A lock's content; {} when it is missing, being written, or not a lock (a list, a string, a pid no
+    system has): such a lock is refused as unreadable, never taken for a live or a dead process."""
+    try:
+        held = json.loads(path.read_text() or "{}")
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(held, dict) or ("pid" in held and not _valid_pid(held["pid"])):
+        return {}
+    return held
+
+
 def _stale_lock(held: dict, me: dict) -> str:
     """Why a lock's holder is gone ("" if it may still run): a dead pid on this host, an earlier
     attempt of this same Slurm job (requeued, perhaps on another node), or a job squeue no longer lists."""
-    if held.get("host") == me["host"] and isinstance(held.get("pid"), int) and not _pid_alive(held["pid"]):
+    if held.get("host") == me["host"] and _valid_pid(held.get("pid")) and not _pid_alive(held["pid"]):
         return "no longer running"
     job = held.get("job_id")
     if not job:
@@ -156,14 +176,14 @@ class RunDir:
     def partial(self) -> bool:
         return not self.complete and ((self.path / CHECKPOINT).is_file() or (self.path / PREV_CHECKPOINT).is_file())
 
-    def state(self) -> str:
+    def state(self, queue: dict | None = None) -> str:
         if self.complete:
             try:
                 self.result()
             except RunDirError:
                 return "corrupt"
             return "complete"
-        if self.holder() is not None:
+        if self.holder(queue) is not None:
             return "running"
         if (self.path / FAILED).is_file():
             return "failed"
@@ -172,14 +192,18 @@ class RunDir:
         return "empty" if self.path.is_dir() else "absent"
 
     # -- one writer ---------------------------------------------------------------------------
-    def holder(self) -> dict | None:
-        """The lock's content when a live process on this host holds it, else None."""
-        try:
-            held = json.loads((self.path / LOCK).read_text())
-        except (OSError, ValueError):
+    def holder(self, queue: dict | None = None) -> dict | None:
+        """The lock's content while its process may still train the run, else None: on this host, while its pid
+        lives; on another host (which this one cannot look into), while its Slurm job is in ``queue`` (the
+        queue's states by job id, bench/launch.py queue_states), or always when the lock names no job or no
+        queue is given."""
+        held = _read_lock(self.path / LOCK)
+        if not held:
             return None
-        alive = held.get("host") == socket.gethostname() and isinstance(held.get("pid"), int) and _pid_alive(held["pid"])
-        return held if alive else None
+        if held.get("host") == socket.gethostname():
+            return held if _valid_pid(held.get("pid")) and _pid_alive(held["pid"]) else None
+        job = held.get("job_id")
+        return None if job and queue is not None and str(job) not in queue else held
 
     def lock(self, log=print) -> None:
         """Claim the run directory (``lock`` created exclusively: host, pid, Slurm job id, time). A lock
@@ -193,10 +217,7 @@ class RunDir:
             try:
                 fd = os.open(self.path / LOCK, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
             except FileExistsError:
-                try:
-                    held = json.loads((self.path / LOCK).read_text() or "{}")
-                except (OSError, ValueError):
-                    held = {}
+                held = _read_lock(self.path / LOCK)
                 stale = _stale_lock(held, me)
                 if stale:
                     log(f"[{self.path.name}] taking over the lock of pid {held.get('pid')} on {held.get('host')} ({stale})")
@@ -204,10 +225,7 @@ class RunDir:
                     continue
                 if not held:  # being written this instant, or garbage: look again
                     time.sleep(0.2)
-                    try:
-                        held = json.loads((self.path / LOCK).read_text() or "{}")
-                    except (OSError, ValueError):
-                        held = {}
+                    held = _read_lock(self.path / LOCK)
                     if not held:
                         raise RunDirError(f"{self.path / LOCK}: unreadable lock; delete it if no process trains this run")
                 raise RunDirError(f"{self.path.name}: being trained by pid {held.get('pid')} on {held.get('host')} "
@@ -289,7 +307,22 @@ class RunDir:
         r = read_json(self.path / RESULT)
         if not isinstance(r, dict) or "final_test_acc" not in r:
             raise RunDirError(f"{self.path / RESULT}: not a growbench result (no final_test_acc)")
+        missing = [k for k in ("config_hash", "flops", "times") if not isinstance(r.get(k), (str, dict))]
+        if missing:
+            raise RunDirError(f"{self.path / RESULT}: not a whole result (no {', '.join(missing)})")
+        if r.get("run_id", self.path.name) != self.path.name:  # copied in from another run's folder
+            raise ForeignResult(f"{self.path / RESULT}: the result of run {r['run_id']}, not of this one; "
+                                "move it back where it belongs")
         return r
+
+    def check_files(self) -> None:
+        """Each record that exists is a regular file (a folder or a device in its place would be written
+        through or read as empty later, mid-run)."""
+        for name in (CONFIG, HISTORY, RESULT, CHECKPOINT, PREV_CHECKPOINT, LOCK, FAILED):
+            path = self.path / name
+            if (path.exists() or path.is_symlink()) and not path.is_file():
+                raise RunDirError(f"{path}: not a file ({'a folder' if path.is_dir() else 'a broken link or special file'}); "
+                                  "move it away")
 
     def write_failure(self, error: str, reason: str = "") -> None:
         write_json(self.path / FAILED, {"error": error, "reason": reason})
@@ -319,9 +352,10 @@ def environment(device: torch.device) -> dict:
     return env
 
 
-def scan(out_dir: str | Path) -> list[dict]:
+def scan(out_dir: str | Path, queue: dict | None = None) -> list[dict]:
     """Every run directory under ``out_dir`` with its state, method and accuracy if complete; a run
-    whose files cannot be read is listed as corrupt with the reason, the others as usual."""
+    whose files cannot be read is listed as corrupt with the reason, the others as usual. ``queue``: Slurm's
+    queue by job id (a run locked on another host is running while its job is queued)."""
     rows = []
     for cfg in sorted(Path(out_dir).glob(f"*/{CONFIG}")):
         rd = RunDir(cfg.parent)
@@ -329,8 +363,13 @@ def scan(out_dir: str | Path) -> list[dict]:
                "seed": None}
         try:
             config = read_json(cfg)
-            row.update(state=rd.state(), method=config.get("method"), arch=config.get("arch"),
+            if not isinstance(config, dict):
+                raise RunDirError(f"{cfg}: not a run's config (a JSON {type(config).__name__})")
+            row.update(state=rd.state(queue), method=config.get("method"), arch=config.get("arch"),
                        dataset=config.get("dataset"), seed=config.get("seed"))
+            held = rd.holder(queue) if row["state"] == "running" else None
+            if held and held.get("host") != socket.gethostname():
+                row["where"] = f"on {held.get('host')}" + (f", Slurm job {held['job_id']}" if held.get("job_id") else "")
             if row["state"] == "complete":
                 res = rd.result()
                 row.update(final_test_acc=res["final_test_acc"], total_seconds=res["times"]["total_seconds"],
@@ -339,10 +378,10 @@ def scan(out_dir: str | Path) -> list[dict]:
                 rd.result()  # raises with the reason
             elif row["state"] in ("partial", "running", "empty"):
                 hist = cfg.parent / HISTORY
-                row["epochs_done"] = len(hist.read_text().splitlines()) if hist.exists() else 0
+                row["epochs_done"] = hist.read_bytes().count(b"\n") if hist.is_file() else 0
             elif row["state"] == "failed":
                 row["reason"] = read_json(cfg.parent / FAILED).get("reason", "")
-        except (RunDirError, KeyError, TypeError, AttributeError) as e:
+        except (RunDirError, KeyError, TypeError, AttributeError, OSError, ValueError) as e:
             row.update(state="corrupt", reason=str(e) if isinstance(e, RunDirError) else f"{cfg.parent}: {e!r}")
         rows.append(row)
     return rows

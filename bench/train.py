@@ -41,7 +41,7 @@ from bench.flops import CONVENTION, step_flops
 from bench.hardware import resolve_device
 from bench.models import build
 from bench.optim import SGD, make_optimizer, rebuild_optimizer
-from bench.records import CONFIG, RESULT, ForeignCheckpoint, ReaderRunDir, RunDir, RunDirError, environment
+from bench.records import CONFIG, RESULT, ForeignCheckpoint, ForeignResult, ReaderRunDir, RunDir, RunDirError, environment
 from bench.timing import SectionTimer, synchronize
 from bench.tracking import make_tracker
 from growth.api import GrowthContext, GrowthEvent, Method, Multipliers
@@ -265,10 +265,14 @@ class Interrupted(KeyboardInterrupt):
 def check_config(rd: RunDir, spec: RunSpec) -> None:
     """Refuse a run directory whose config.json was made for another config (copied or edited into
     place): resuming it would train one config and record another."""
+    rd.check_files()
     if not (rd.path / CONFIG).is_file():
         return
     try:
-        stored = spec_from_dict(rd.config())
+        stored = rd.config()
+        if not isinstance(stored, dict):
+            raise ConfigError(f"not a run's config (a JSON {type(stored).__name__})")
+        stored = spec_from_dict(stored)
     except ConfigError as e:
         raise RunDirError(f"{rd.path / CONFIG}: {e}") from None
     if config_hash(stored) != config_hash(spec):
@@ -286,7 +290,7 @@ def run(spec: RunSpec, progress: bool | None = None, log=print) -> dict:
         log = _silent
     path = Path(spec.out_dir) / run_id(spec)
     rd = RunDir(path) if world.main else ReaderRunDir(path)
-    check_out_dir(spec.out_dir)
+    check_out_dir(spec.out_dir, path.name)
     check_config(rd, spec)
     if rd.complete:
         result = _complete(rd, log, world)
@@ -334,6 +338,8 @@ def _complete(rd: RunDir, log, world: World = SOLO) -> dict | None:
     refused, not taken for this one."""
     try:
         result = rd.result()
+    except ForeignResult:
+        raise
     except RunDirError as e:
         log(f"[{rd.path.name}] {e}; moved to {rd.set_aside(rd.path / RESULT).name}, rebuilt from the checkpoint")
         return None
@@ -360,13 +366,57 @@ def _silent(*args, **kwargs) -> None:
     """The log of ranks other than 0."""
 
 
-def check_out_dir(out_dir: str) -> None:
+def check_fits_data(spec: RunSpec, n_train: int) -> None:
+    """Batch-size adaptation's largest batch and a method's growth batch (options.samples) fit the training
+    set: else an epoch has no step, or the method silently uses fewer images than its config records."""
+    if methods.method_traits(spec.method)["grows"] and spec.growth.batch_adapt:
+        from bench.flops import batch_sizes_of, schedule_of
+
+        biggest = max(batch_sizes_of(spec, schedule_of(spec)))
+        if biggest > n_train:
+            raise ConfigError(f"growth.batch_adapt: the adapted batch reaches {biggest} images, more than the {n_train} "
+                              "training images (no step in such an epoch); lower --batch-size or "
+                              "--growth.batch-max-factor, or train on more images")
+    samples = getattr(spec.options, "samples", None)
+    if isinstance(samples, int) and samples > n_train:
+        raise ConfigError(f"options.samples: {samples} images asked for, and the training set holds {n_train}")
+
+
+def check_out_dir(out_dir: str, run_name: str = "x" * 64) -> None:
+    """The results folder can hold ``run_name``'s folder: not a file, not a broken or looping link, each name
+    and the whole path within the system's limits, and its nearest existing folder takes a new folder (tried:
+    a folder made and removed at once, since permission bits say nothing to root, nor about /proc)."""
+    import errno
+    import tempfile
+
     out = Path(out_dir)
+    try:
+        os.stat(out)
+    except FileNotFoundError:
+        if out.is_symlink():
+            raise RunDirError(f"out_dir {out}: a link to {os.readlink(out)}, which does not exist") from None
+    except OSError as e:  # a link loop, a name too long, a file on the way
+        why = {errno.ELOOP: "a loop of symbolic links", errno.ENAMETOOLONG: "name too long",
+               errno.ENOTDIR: "a file stands where a folder should"}.get(e.errno, e.strerror)
+        raise RunDirError(f"out_dir {_short(out)}: {why}") from None
     if out.exists() and not out.is_dir():
         raise RunDirError(f"out_dir {out}: is a file, not a folder")
-    probe = out if out.is_dir() else next((p for p in out.parents if p.exists()), Path("."))
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise RunDirError(f"out_dir {out}: {probe} is not writable")
+    probe = out if out.is_dir() else next((p for p in out.parents if p.is_dir()), Path("."))
+    new_parts = (out / run_name).absolute().relative_to(probe.absolute()).parts
+    name_max = os.pathconf(probe, "PC_NAME_MAX")
+    long = [n for n in new_parts if len(os.fsencode(n)) > name_max]
+    if long or len(os.fsencode(str((out / run_name).absolute()))) >= os.pathconf(probe, "PC_PATH_MAX"):
+        raise RunDirError(f"out_dir {_short(out)}: name too long (at most {name_max} bytes a name, "
+                          f"{os.pathconf(probe, 'PC_PATH_MAX')} in all, run folder included)")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".growbench-probe-", dir=probe))
+    except OSError as e:
+        raise RunDirError(f"out_dir {out}: {probe} does not take new folders ({e.strerror})") from None
+
+
+def _short(path: Path, keep: int = 80) -> str:
+    text = str(path)
+    return text if len(text) <= keep else f"{text[:keep // 2]}...{text[-keep // 2:]} ({len(text)} characters)"
 
 
 @dataclass
@@ -468,6 +518,7 @@ def _run(spec: RunSpec, rd: RunDir, progress: bool | None, log, world: World = S
     if len(train_loader) == 0:
         raise ConfigError(f"batch_size: {spec.batch_size} is more than the {train_loader.size} training images: "
                           "no training step in an epoch")
+    check_fits_data(spec, train_loader.size)
     if not world.main:  # rank 0 first: it may move a corrupt checkpoint aside before the others read
         world.barrier()
     live, st = start_or_resume(spec, rd, device, train_loader, test_loader, log, world)

@@ -110,6 +110,9 @@ class Method:
     grows = False
     uses_lra = False
     original_optimizer: str | None = None  # carry | reset; None: never grows
+    # the fields of the growth schedule (growth/schedule.py ScheduleOptions) this method reads; None: all of them
+    # (a grower). A field it does not read cannot change its run: bench refuses it as a flag (one run id per computation)
+    growth_fields: tuple[str, ...] | None = ()
     # target: the full-size model every other method is compared with (one method) | paper: the paper's method
     # (one) | ablation: the paper's method with parts removed | baseline: another method compared with it |
     # example: a demonstration, compared with nothing

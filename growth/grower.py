@@ -32,6 +32,7 @@ class ScheduledGrowth(Method):
     ``prepare(model)`` runs before every epoch, so what it sets survives a resume."""
 
     grows = True
+    growth_fields = None  # every field of the schedule
     original_optimizer = "carry"  # the optimizer-state policy of the method's original code
 
     def __init__(self, setup: MethodSetup):

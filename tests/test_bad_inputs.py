@@ -15,8 +15,8 @@ from reports import cli as report_cli
 
 
 def _snapshot(root: Path) -> dict:
-    return {str(p.relative_to(root)): (hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir", p.stat().st_mode)
-            for p in sorted(root.rglob("*"))}
+    return {str(p.relative_to(root)): (hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir", p.lstat().st_mode)
+            for p in sorted(root.rglob("*"))}  # lstat: a broken link or a loop is a case, not a crash
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +103,38 @@ def _two_process_result(ws, cifar_dir):
     path.write_text(json.dumps({**r, "world_size": 2}))
 
 
+def _template_run(ws) -> Path:
+    return next(p for p in (ws / "results").iterdir() if (p / "config.json").is_file())
+
+
+def _put(name: str, text: str | None, drop_result: bool = False):
+    """A setup: the template run's file ``name`` holds ``text`` (None: a folder in its place)."""
+    def setup(ws, cifar_dir):
+        run = _template_run(ws)
+        if drop_result:
+            (run / "result.json").unlink()
+        (run / name).unlink(missing_ok=True)
+        (run / name).mkdir() if text is None else (run / name).write_text(text)
+    return setup
+
+
+def _foreign_result(ws, cifar_dir):
+    path = _template_run(ws) / "result.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "run_id": "full-resnet20-cifar10-s3-0123456789"}))
+
+
+def _user_folder(ws, cifar_dir):
+    """A folder of the user's: a report.md, notes and a run folder in it."""
+    mine = ws / "mine"
+    mine.mkdir()
+    (mine / "report.md").write_text("my draft\n")
+    (mine / "notes.txt").write_text("mine\n")
+    shutil.copytree(_template_run(ws), mine / "run1")
+
+
 RUN = ["run", "--preset", "smoke", "--progress", "off"]
+RUN1 = RUN + ["--epochs", "1", "--data-dir", "DATA", "--out-dir", "WS/results"]  # the template's run
+AT = ["--data-dir", "DATA", "--out-dir"]
 # (name, argv (DATA, WS replaced), exit status, words the one-line message must contain, setup)
 CASES = [
     ("precision", RUN + ["--precision", "fp16"], 2, ["precision", "fp16"], None),
@@ -155,7 +186,7 @@ CASES = [
     ("cifar100 on the copy", RUN + ["--dataset", "cifar100", "--arch", "resnet20", "--data-dir", "DATA",
                                     "--out-dir", "WS/results"], 1, ["cifar100"], None),
     ("out-dir is a file", RUN + ["--data-dir", "DATA", "--out-dir", "WS/a_file"], 1, ["a_file", "file"], None),
-    ("out-dir under a file", RUN + ["--data-dir", "DATA", "--out-dir", "WS/a_file/sub"], 1, ["a_file", "writable"], None),
+    ("out-dir under a file", RUN + ["--data-dir", "DATA", "--out-dir", "WS/a_file/sub"], 1, ["a_file", "a file stands where a folder should"], None),
     ("config edited", RUN + ["--data-dir", "DATA", "--out-dir", "WS/results"], 1, ["config.json", "lr: 50.0"], _edited_config),
     ("run locked", RUN + ["--data-dir", "DATA", "--out-dir", "WS/results"], 1, ["being trained", "pid"], _locked),
     ("config garbage", RUN + ["--data-dir", "DATA", "--out-dir", "WS/results"], 1, ["config.json", "not valid JSON"],
@@ -187,6 +218,78 @@ CASES = [
     ("report out empty", ["REPORT", "--results", "WS/results", "--out", ""], 2, ["current folder"], None),
     ("report out dot", ["REPORT", "--results", "WS/results", "--out", "."], 2, ["current folder"], None),
     ("report flag prefix", ["REPORT", "--res", "WS/results"], 2, ["unrecognized arguments: --res"], None),
+    ("report out holds the user's runs and notes", ["REPORT", "--results", "WS/results", "--out", "WS/mine"], 2,
+     ["mine", "holds run directories"], _user_folder),
+    # results folders no run can be made in
+    ("out-dir a dangling link", RUN + AT + ["WS/dangling"], 1, ["dangling", "does not exist"],
+     lambda ws, d: os.symlink(ws / "nowhere" / "x", ws / "dangling")),
+    ("out-dir a link loop", RUN + AT + ["WS/loop"], 1, ["loop", "loop of symbolic links"],
+     lambda ws, d: os.symlink(ws / "loop", ws / "loop")),
+    ("out-dir in /proc", RUN + AT + ["/proc/growbench"], 1, ["/proc", "does not take new folders"], None),
+    ("out-dir name too long", RUN + AT + ["WS/" + "a" * 300], 1, ["name too long"], None),
+    ("out-dir path too long", RUN + AT + ["WS/" + "/".join(["b" * 200] * 25)], 1, ["name too long"], None),
+    # run folders whose files are not what they should be
+    ("config a list", RUN1, 1, ["config.json", "a JSON list"], _put("config.json", "[]")),
+    ("config a folder", RUN1, 1, ["config.json", "a folder"], _put("config.json", None)),
+    ("result of another run", RUN1, 1, ["result of run full-resnet20-cifar10-s3", "not of this one"], _foreign_result),
+    ("lock a list", RUN1, 1, ["lock", "unreadable lock"], _put("lock", "[1, 2]", drop_result=True)),
+    ("lock a string", RUN1, 1, ["lock", "unreadable lock"], _put("lock", '"held"', drop_result=True)),
+    ("lock pid 2^70", RUN1, 1, ["lock", "unreadable lock"],
+     _put("lock", json.dumps({"host": os.uname().nodename, "pid": 2**70}), drop_result=True)),
+    ("history a folder", RUN1, 1, ["history.jsonl", "a folder"], _put("history.jsonl", None, drop_result=True)),
+    # data and budgets that do not fit
+    ("imagenet without class folders", ["run", "--preset", "smoke", "--dataset", "imagenet", "--arch", "resnet18",
+                                        "--progress", "off"] + AT[:1] + ["WS/imnet"] + AT[2:] + ["WS/results"], 1,
+     ["imnet/train", "class folder"], lambda ws, d: [(ws / "imnet" / s).mkdir(parents=True) for s in ("train", "val")]),
+    ("adapted batch over the images", RUN + ["--method", "full", "--growth.batch-adapt", "true", "--batch-size", "256"]
+     + AT + ["WS/results"], 2, ["growth.batch_adapt", "2048", "512 training images"], None),
+    ("growth samples over the images", RUN + ["--method", "gradmax", "--options.samples", "100000"] + AT + ["WS/results"],
+     2, ["options.samples", "100000", "512"], None),
+    ("test subset too big", RUN + ["--test-subset", "10000000"] + AT + ["WS/results"], 1, ["10000000"], None),
+    # flags that cannot change the run (one computation, one run id)
+    ("growth epochs on large", RUN + ["--method", "large", "--growth.growth-epochs", "1"], 2,
+     ["growth.growth_epochs", "large never grows"], None),
+    ("p_c on small", RUN + ["--method", "small", "--growth.p-c", "0.5"], 2, ["growth.p_c", "small reads only"], None),
+    ("growth epochs under exp", RUN + ["--method", "full", "--growth.schedule", "exp", "--growth.growth-epochs", "1"],
+     2, ["growth.growth_epochs", "schedule is exp"], None),
+    ("batch cap without adaptation", RUN + ["--method", "full", "--growth.batch-max-factor", "4"], 2,
+     ["growth.batch_max_factor", "batch_adapt is off"], None),
+    ("lr decay under cosine", RUN + ["--lr-decay", "0.5"], 2, ["lr_decay", "cosine"], None),
+    ("momentum under adamw", RUN + ["--optimizer", "adamw", "--momentum", "0.5"], 2, ["momentum", "adamw"], None),
+    ("beta1 under sgd", RUN + ["--beta1", "0.8"], 2, ["beta1", "sgd"], None),
+    ("sweep flag for no run", ["sweep", "fixed", "--preset", "smoke", "--growth.p-c", "0.3"], 2,
+     ["growth.p_c", "applies to no run of suite fixed"], None),
+    # bench speed: everything checked before the first measurement
+    ("speed negative bench threads", ["speed", "--bench-threads", "-1"], 2, ["--bench-threads", "-1"], None),
+    ("speed negative threads", ["speed", "--threads", "-2"], 2, ["threads", "out of range"], None),
+    ("speed method never grows", ["speed", "--method", "large"], 2, ["large", "never grows"], None),
+    ("speed empty arch", ["speed", "--arch", "resnet20,"], 2, ["arch", "''"], None),
+    ("speed json into a missing folder", ["speed", "--json", "WS/nope/x.json"], 2, ["--json", "not a writable folder"],
+     None),
+    # sweeps and campaigns
+    ("launcher unknown", ["sweep", "fixed", "--preset", "smoke", "--launcher", "k8s"], 2, ["--launcher", "k8s"], None),
+    ("sweep max parallel zero", ["sweep", "fixed", "--preset", "smoke", "--max-parallel", "0"], 2, ["--max-parallel"],
+     None),
+    ("campaign negative hours", ["campaign", "fixed", "--preset", "smoke", "--hours", "-1", "--dry-run", "--work-dir",
+                                 "WS/c", "--done-dir", "WS/d"], 2, ["--hours", "-1"], None),
+    ("campaign commit-every nan", ["campaign", "fixed", "--preset", "smoke", "--commit-every", "nan", "--dry-run",
+                                   "--work-dir", "WS/c", "--done-dir", "WS/d"], 2, ["--commit-every", "nan"], None),
+    ("campaign unknown suite", ["campaign", "nosuch", "--dry-run"], 2, ["suite", "nosuch"], None),
+    # values out of their range or vocabulary
+    ("threads negative", RUN + ["--threads", "-3"], 2, ["threads", "out of range"], None),
+    ("eval batch zero", RUN + ["--eval-batch-size", "0"], 2, ["eval_batch_size", "out of range"], None),
+    ("train subset negative", RUN + ["--train-subset", "-5"], 2, ["train_subset", "out of range"], None),
+    ("subset seed negative", RUN + ["--subset-seed", "-1"], 2, ["subset_seed", "out of range"], None),
+    ("start fraction zero", RUN + ["--method", "full", "--growth.start-fraction", "0"], 2, ["growth.start_fraction"], None),
+    ("start fraction above one", RUN + ["--method", "full", "--growth.start-fraction", "2"], 2,
+     ["growth.start_fraction", "<= 1"], None),
+    ("optimizer unknown", RUN + ["--optimizer", "lion"], 2, ["optimizer", "lion"], None),
+    ("lr schedule unknown", RUN + ["--lr-schedule", "poly"], 2, ["lr_schedule", "poly"], None),
+    ("beta1 above one", RUN + ["--optimizer", "adamw", "--beta1", "1.5"], 2, ["beta1", "<= 1"], None),
+    ("width rule unknown", RUN + ["--growth.width-rule", "magic"], 2, ["growth.width_rule", "magic"], None),
+    ("compile not a bool", RUN + ["--compile", "yes please"], 2, ["compile", "yes please"], None),
+    ("tracker unknown", RUN + ["--tracker", "wandb"], 2, ["tracker", "wandb"], None),
+    ("device unknown", RUN + ["--device", "tpu"], 2, ["device", "tpu"], None),
 ]
 
 
@@ -197,7 +300,7 @@ def test_bad_input_is_refused_in_one_line(name, argv, status, words, setup, temp
     if setup is not None:
         setup(ws, cifar_dir)
     before = _snapshot(ws)
-    run = next(p.name for p in (ws / "results").iterdir() if (p / "config.json").is_file())
+    run = next(p.name for p in (ws / "results").iterdir() if (p / "config.json").exists())
     argv = [a.replace("WS", str(ws)).replace("DATA", str(cifar_dir)).replace("RUN", run) for a in argv]
     try:
         rc = report_cli.main(argv[1:]) if argv[:1] == ["REPORT"] else cli.main(argv)

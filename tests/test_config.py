@@ -77,3 +77,17 @@ def test_cli_list(capsys):
     assert cli.main(["list"]) == 0
     out = capsys.readouterr().out
     assert "large" in out and "resnet20" in out and "quick" in out and "default" in out
+
+
+def test_a_sweep_leaves_a_flag_out_of_the_runs_it_cannot_change():
+    """One computation, one run id: --growth.p-c on the default suite changes full's run and leaves large's id
+    the one it has without the flag; a run of `bench run` with it on large is refused (tests/test_bad_inputs.py)."""
+    from bench.config import inapplicable, suite_specs
+
+    plain = {s.method: run_id(s) for s in suite_specs("default", "smoke")}
+    with pytest.raises(ConfigError, match="lr_decay: applies to no run of suite default"):
+        suite_specs("default", "smoke", **{"growth.p_c": 0.3, "lr_decay": 0.5})
+    flagged = {s.method: run_id(s) for s in suite_specs("default", "smoke", **{"growth.p_c": 0.3})}
+    assert flagged["large"] == plain["large"] and flagged["full"] != plain["full"]
+    large = make_spec("smoke", method="large")
+    assert set(inapplicable(large, ["growth.p_c", "lr", "growth.batch_adapt"])) == {"growth.p_c", "growth.batch_adapt"}

@@ -97,7 +97,7 @@ def test_corrupt_checkpoint_is_set_aside_and_the_previous_one_resumes(two_epochs
     assert again["final_test_acc"] == result["final_test_acc"]
 
 
-@pytest.mark.parametrize("garbage", ["", "{not json", '{"final_test_acc": NaN}', "[]"])
+@pytest.mark.parametrize("garbage", ["", "{not json", '{"final_test_acc": NaN}', "[]", '{"final_test_acc": 0.5}'])
 def test_corrupt_result_is_reported_then_rebuilt(two_epochs, garbage, capsys):
     spec, rd, result = two_epochs
     (rd.path / RESULT).write_text(garbage)
@@ -292,7 +292,7 @@ def test_failed_report_build_keeps_the_previous_report(two_epochs, monkeypatch):
     out = rd.path.parent / "report"
     build_report(spec.out_dir, out, include_smoke=True)
     before = (out / "report.md").read_text()
-    monkeypatch.setattr(figures, "accuracy_vs_epoch", lambda *a: 1 / 0)  # fails half-way through the build
+    monkeypatch.setattr(figures, "accuracy_curves", lambda *a: 1 / 0)  # fails half-way through the build
     with pytest.raises(ZeroDivisionError):
         build_report(spec.out_dir, out, include_smoke=True)
     assert (out / "report.md").read_text() == before
@@ -334,3 +334,17 @@ def test_the_explosion_bound_is_ten_uniform_guesses():
         check_exploded(23.1, 2.0, 0, 10)
     with pytest.raises(Diverged, match="test loss not finite at epoch 3"):
         check_exploded(2.0, float("inf"), 2, 10)
+
+
+@pytest.mark.parametrize("argv", [["list"], ["status", "--out-dir", "results/reference/quick"]])
+def test_a_closed_pipe_ends_quietly(argv):
+    """`bench status | head -1`: the reader leaves before the output is written; no traceback, status 0."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    p = subprocess.Popen([sys.executable, "-m", "bench", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         cwd=Path(__file__).resolve().parents[1])
+    p.stdout.close()  # before the interpreter has even started: every write meets a closed pipe
+    err = p.stderr.read().decode()
+    assert p.wait() == 0 and not err, err

@@ -112,3 +112,102 @@ def test_slurm_tasks_of_one_run_train_it_with_ddp(slurm, tmp_path, cifar_dir):
     assert done.is_file(), f"job {job.job_id}: {job.stderr() or ''}"[-2000:]
     result = json.loads(done.read_text())
     assert result["world_size"] == 2 and [e["stage"] for e in result["epochs"]] == [0, 1]
+
+
+@pytest.mark.slurm
+def test_slurm_array_is_named_asks_for_requeue_and_a_second_sweep_attaches_to_it(slurm, tmp_path, cifar_dir, capsys,
+                                                                                 monkeypatch):
+    """Held jobs stay queued: status lists the runs that have no folder yet from the sweep record, with one
+    queue call; the same sweep again submits nothing; once cancelled, status says they never started and the
+    sweep again resubmits them as a new array."""
+    out = tmp_path / "slurm"
+    sweep = ["sweep", "launch_check", "--launcher", "slurm", "--cpus-per-task", "1", "--time-min", "10", "--threads",
+             "1", "--data-dir", str(cifar_dir), "--out-dir", str(out), "--progress", "off"]
+    assert cli.main(sweep + ["--sbatch", "hold", "--sbatch", "job-name=mine"]) == 0
+    first = json.loads((out / launch.SWEEP_FILE).read_text())
+    script = next((out / launch.JOBS_FOLDER).rglob("*_submission.sh")).read_text()
+    for line in ("#SBATCH --requeue", "#SBATCH --hold", "#SBATCH --job-name=mine", "#SBATCH --open-mode=append"):
+        assert line in script.splitlines(), line
+    try:
+        calls = []
+        real = launch._run
+        monkeypatch.setattr(launch, "_run", lambda cmd: calls.append(cmd[0]) or real(cmd))
+        capsys.readouterr()
+        assert cli.main(["status", "--out-dir", str(out)]) == 0
+        status = capsys.readouterr().out
+        assert [line.split()[0] for line in status.splitlines()].count("queued") == 3, status
+        assert status.count(": PENDING]") == 3, status
+        assert calls.count("squeue") == 1  # one queue call for every run
+        assert cli.main(sweep) == 0  # the same sweep while its jobs are queued: attached, nothing submitted
+        assert "nothing to submit" in capsys.readouterr().out
+        assert json.loads((out / launch.SWEEP_FILE).read_text()) == first
+    finally:
+        subprocess.run(["scancel", *{v["job_id"].split("_")[0] for v in first.values()}], timeout=60)
+    deadline = time.time() + 60
+    while time.time() < deadline and launch.queue_states([v["job_id"] for v in first.values()]):
+        time.sleep(1)
+    capsys.readouterr()
+    assert cli.main(["status", "--out-dir", str(out)]) == 0
+    status = capsys.readouterr().out
+    assert [line.split()[:2] for line in status.splitlines()].count(["not", "started"]) == 3, status
+    assert "run the sweep again" in status
+    assert cli.main(sweep + ["--sbatch", "hold"]) == 0  # resubmitted: a new array
+    again = json.loads((out / launch.SWEEP_FILE).read_text())
+    subprocess.run(["scancel", *{v["job_id"].split("_")[0] for v in again.values()}], timeout=60)
+    assert set(again) == set(first) and all(again[r]["job_id"] != first[r]["job_id"] for r in first)
+
+
+@pytest.mark.slurm
+def test_sbatch_refusing_the_array_is_one_line(slurm, tmp_path, cifar_dir, capsys):
+    rc = cli.main(["sweep", "launch_check", "--launcher", "slurm", "--partition", "nosuchpartition", "--data-dir",
+                   str(cifar_dir), "--out-dir", str(tmp_path), "--progress", "off"])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert rc == 1 and len(err) == 1 and err[0].startswith("launch error: sbatch refused") and "partition" in err[0], err
+    assert not (tmp_path / launch.SWEEP_FILE).exists()
+
+
+def test_status_shows_a_run_locked_on_another_host_as_running_there(tmp_path, cifar_dir, capsys, monkeypatch):
+    """A lock of another node: running there while its Slurm job is in the queue, not once it has left it."""
+    spec = config.make_spec("smoke", epochs=1, data_dir=str(cifar_dir), out_dir=str(tmp_path))
+    d = tmp_path / config.run_id(spec)
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps(config.spec_to_dict(spec)))
+    (d / "lock").write_text(json.dumps({"host": "node-elsewhere", "pid": 4242, "job_id": "777"}))
+    for queue, state in (({"777": "RUNNING"}, "running"), ({}, "empty")):
+        monkeypatch.setattr(launch, "queue_states", lambda ids, q=queue: q)
+        assert cli.main(["status", "--out-dir", str(tmp_path)]) == 0
+        line = capsys.readouterr().out.splitlines()[0]
+        assert line.startswith(state), line
+        assert ("on node-elsewhere, Slurm job 777" in line) == (state == "running"), line
+
+
+def test_queue_and_accounting_lines_are_parsed():
+    assert launch.parse_table("12_3|CANCELLED by 0\n12_4|COMPLETED\n13|TIMEOUT\n", "|") == {
+        "12_3": "CANCELLED", "12_4": "COMPLETED", "13": "TIMEOUT"}
+    assert launch.sbatch_options(["hold", "job-name=x", "--qos=low"]) == {"hold": True, "job-name": "x", "qos": "low"}
+
+
+def test_how_a_job_ended_comes_from_accounting_where_slurm_keeps_it(tmp_path, monkeypatch, capsys):
+    """A job gone from the queue: its end from sacct (one call for all) when Slurm keeps accounting, else from
+    what the run recorded. Fake squeue / sacct on PATH stand for a cluster with accounting."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "squeue").write_text("#!/bin/sh\necho '21_1 22 RUNNING'\n")
+    (bin_dir / "sacct").write_text("#!/bin/sh\necho '21_0|TIMEOUT'\necho '21_2|CANCELLED by 0'\n")
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    out = tmp_path / "results"
+    out.mkdir()
+    launch.write_sweep_file(out, "slurm", {"a": "21_0", "b": "21_1", "c": "21_2", "d": "21_3"})
+    assert launch.job_states(str(out)) == {"a": ("slurm job 21_0", "TIMEOUT"), "b": ("slurm job 21_1", "RUNNING"),
+                                           "c": ("slurm job 21_2", "CANCELLED"), "d": ("slurm job 21_3", "ENDED")}
+    assert set(launch.live_jobs(str(out), ["a", "b", "c", "d"])) == {"b"}
+    assert cli.main(["status", "--out-dir", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:4] == ["not started a  its job ended before the run began: run the sweep again to resubmit it  "
+                         "[slurm job 21_0: TIMEOUT]", "starting  b    [slurm job 21_1: RUNNING]",
+                         "not started c  its job ended before the run began: run the sweep again to resubmit it  "
+                         "[slurm job 21_2: CANCELLED]",
+                         "not started d  its job ended before the run began: run the sweep again to resubmit it  "
+                         "[slurm job 21_3: ENDED]"], lines
