@@ -145,6 +145,25 @@ def footnotes(name: str, w: tables.Wide) -> list[str]:
     return [f"Not run at this protocol: {', '.join(w.not_run)}" + (f" (`{w.fill}` runs them)." if w.fill else ".")]
 
 
+def after_tables(name: str, long) -> list[str]:
+    """The lines after all of a table's printed parts: for times, the groups left out whole."""
+    groups = tables.wallclock_groups_left_out(long) if name == "wallclock" else []
+    return [f"Not shown, no run of theirs had the machine to itself (times in tables/{name}.csv): "
+            + "; ".join(groups) + "."] if groups else []
+
+
+def claim_machines(claims_df) -> set[str]:
+    """The machine labels the claims table names ("machine M1")."""
+    import re
+
+    return {m for text in claims_df.measured for m in re.findall(r"machine (M\d+)", text)}
+
+
+def timed_machines(long) -> set[str]:
+    """The machine labels the wall-clock table names (shown groups and those left out whole)."""
+    return set(long.machine[long.train_seconds != tables.NOT_RUN])
+
+
 def empty_note(name: str, long) -> str:
     """What a table with nothing to print says instead."""
     if name == "wallclock" and "n" in long and (long.n > 0).any():
@@ -178,8 +197,11 @@ def _build(results_dir: list[Path], out: Path, include_smoke: bool = False) -> d
     md = ["# growbench report", ""] + [x for n in notes for x in (n, "")]
     made["claims"] = claims.claims(runs) if not runs.empty else claims.claims(pd.DataFrame(columns=runs.columns))
     (out / "tables" / "claims.csv").write_text(tables.to_csv(made["claims"]))
+    named = claim_machines(made["claims"]) if len(made["claims"]) else set()
+    made["claims_machines"] = machine_legend(runs, named) if named else ""
     md += ["## The paper's claims, as measured", "", f"Paper: {claims.CITATION}.", "",
            tables.to_markdown(made["claims"]) if len(made["claims"]) else "No runs of the claims' settings yet.", ""]
+    md += [made["claims_machines"], ""] if made["claims_machines"] else []
     for name, table in tables.TABLES.items():
         caption, df = table.caption, table.build(runs[runs.kind == table.kind] if not runs.empty else runs)
         (out / "tables" / f"{name}.csv").write_text(tables.to_csv(df))  # every cell's numbers and runs
@@ -195,15 +217,17 @@ def _build(results_dir: list[Path], out: Path, include_smoke: bool = False) -> d
             (out / "tables" / f"{name}{suffix}.tex").write_text(tables.wide_to_latex(w.df, f"{caption} ({heading(w)})"))
             made["tables"][f"{name}{suffix}_wide"] = w.df
             md += [heading(w) + ".", "", tables.wide_to_markdown(w.df), ""] + [f"{x}" for x in footnotes(name, w)] + [""]
-        if name == "wallclock" and shaped:
-            md += [machine_legend(runs, {w.machine.split(",")[0] for w in shaped}), ""]
+        md += [x for x in after_tables(name, df) for x in (x, "")]
+        if name == "wallclock" and (shaped or after_tables(name, df)):
+            md += [machine_legend(runs, timed_machines(df)), ""]
     images = runs[runs.kind == "image"] if not runs.empty else runs
     figs = out / "figures"
     if not images.empty:
         stats = tables.seed_stats(images)
-        made["figures"] = (figures.accuracy_vs_epoch(images, results, figs) + figures.accuracy_vs_cost(stats, figs)
+        made["figures"] = (figures.accuracy_curves(images, results, figs) + figures.accuracy_vs_cost(stats, figs)
                            + figures.lra_multipliers(images, results, figs) + figures.width_schedule(images, results, figs)
-                           + figures.time_to_accuracy(images, results, figs) + figures.layer_scales(images, results, figs))
+                           + figures.time_to_accuracy(images, results, figs) + figures.layer_scales(images, results, figs)
+                           + figures.gap_vs_budget(made["tables"]["budget"], figs))
     if not runs.empty and (runs.kind == "text").any():
         made["figures"] += figures.loss_vs_flops(tables.of_table(runs[runs.kind == "text"], "lm"), results, figs)
     md += ["## How these were run", ""] + [f"- {x}" for x in made["provenance"]] + [""]
@@ -253,6 +277,8 @@ def _html(made, runs, incomplete, sources, out_dir: Path) -> str:
              "<h2>The paper's claims, as measured</h2>", f"<p>Paper: {html.escape(claims.CITATION)}.</p>",
              made["claims"].to_html(index=False, escape=True) if len(made["claims"])
              else "<p>No runs of the claims' settings yet.</p>"]
+    if made["claims_machines"]:
+        parts.append(f"<p class='foot'>{_md_inline(made['claims_machines'])}</p>")
     for name, caption, shaped in made["sections"]:
         parts.append(f"<h2>{html.escape(caption)}</h2>")
         for w in shaped:  # the paper's layout: a column group per setting
@@ -261,8 +287,9 @@ def _html(made, runs, incomplete, sources, out_dir: Path) -> str:
             parts += [f"<p class='foot'>{_md_inline(x)}</p>" for x in footnotes(name, w)]
         if not shaped:
             parts.append(f"<p>{html.escape(empty_note(name, made['tables'][name]))}</p>")
-        if name == "wallclock" and shaped:
-            legend = machine_legend(runs, {w.machine.split(",")[0] for w in shaped})
+        parts += [f"<p class='foot'>{_md_inline(x)}</p>" for x in after_tables(name, made["tables"][name])]
+        if name == "wallclock" and (shaped or after_tables(name, made["tables"][name])):
+            legend = machine_legend(runs, timed_machines(made["tables"][name]))
             parts.append(f"<p class='foot'>{_md_inline(legend)}</p>")
         parts.append(_cell_runs(made["tables"][name]))
         parts.append(f"<p>Download: <a href='tables/{name}.csv'>CSV (every cell, its runs)</a>"

@@ -28,7 +28,9 @@ def main(argv=None) -> int:
         return 2
     try:
         # the current folder, not this file's: a campaign runs a frozen copy of the code in the checkout
-        results = reference_results(Path.cwd()) if args.reference else args.results
+        # named relative to the checkout, so the published report names no one's home folder
+        results = ([d.relative_to(Path.cwd()) for d in reference_results(Path.cwd())] if args.reference
+                   else args.results)
         if args.reference and not results:
             raise ReportError(f"--reference: no runs under {Path.cwd()}/results/reference/; run it in the checkout")
         made = build(results, args.out, include_smoke=args.include_smoke)

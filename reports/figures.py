@@ -1,5 +1,5 @@
-"""The paper's figures from run records (matplotlib + seaborn, Agg backend): F3 accuracy vs epoch
-with growth epochs, F4 accuracy vs training cost, F5 LRA multipliers, F6 width schedule, F7 time to
+"""The paper's figures from run records (matplotlib + seaborn, Agg backend): F3 accuracy against
+epochs, training FLOPs and wall-clock, F4 accuracy vs training cost, F5 LRA multipliers, F6 width schedule, F7 time to
 accuracy, F8 layer scales; F9 a language model's validation loss against training FLOPs. Each figure is
 written as PNG and SVG."""
 from __future__ import annotations
@@ -8,6 +8,7 @@ import zlib
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -68,30 +69,81 @@ def _groups(runs: pd.DataFrame):
     return sorted({(r.setting, r.protocol) for r in runs.itertuples()})
 
 
-def accuracy_vs_epoch(runs, results, out: Path) -> list[Path]:
-    """F3: per method the mean test accuracy over seeds, a band from the lowest to the highest seed,
-    and the growth epochs as dashed lines."""
+def _is_variant(method: str) -> bool:
+    return " [" in method or method.endswith("+ba")
+
+
+def _panels(methods: list[str], most: int = 8) -> list[tuple[str, list[str]]]:
+    """F3's rows, each at most ``most`` series: the paper's ablation (with the small model), then our variants of
+    its methods, then the other growers in registry order; the large model in every row, the paper's method in
+    every row after the first as the yardstick."""
+    from bench.methods import METHODS, by_role
+    from reports.paper import ABLATION_ROWS
+
+    large, paper = by_role("target"), by_role("paper")
+    ablation = [m for m in methods if not _is_variant(m) and m != large
+                and (m in ABLATION_ROWS and m != "net2net" or m == "small")]
+    variants = [m for m in methods if _is_variant(m)]
+    others = [m for m in methods if m not in ablation and m not in variants and m != large]
+    order = {m: i for i, m in enumerate(METHODS)}
+    others.sort(key=lambda m: order.get(m, len(order)))
+    rows = [("the paper's method and its ablation", [large] * (large in methods) + ablation)] if ablation else []
+    yard = [large] * (large in methods) + [paper] * (paper in methods)
+    for title, group in (("variants of the paper's method (ours)", variants), ("other growers", others)):
+        room = most - len(yard)
+        for i in range(0, len(group), room):
+            rows.append((title, yard + group[i:i + room]))
+    return rows or [("", list(methods))]  # the large model alone
+
+
+def accuracy_curves(runs, results, out: Path) -> list[Path]:
+    """F3: per method the mean test accuracy over seeds against epochs (dashed: growth steps), against the
+    cumulative training FLOPs (growth work included; % of the large model's whole run) and against the cumulative
+    training wall-clock (growth included, evaluation excluded; runs resumed on another machine left out): a grown
+    run's epochs are cheaper, so the second and third columns show the trade. Band: lowest to highest seed.
+    One row per family of methods (_panels), each row's legend right of it."""
     paths = []
     for setting, proto in _groups(runs):
         sel = runs[(runs.setting == setting) & (runs.protocol == proto)]
-        fig, ax = plt.subplots(figsize=(9, 4.8))
-        growth_epochs = set()
-        for method, g in sorted(sel.groupby("method")):
-            curves = pd.DataFrame([[100 * h["test_acc"] for h in results[rid]["epochs"]] for rid in g.run_id])
-            x = range(1, curves.shape[1] + 1)
-            st = style(method)
-            ax.plot(x, curves.mean(axis=0), color=st["color"], ls=st["ls"], marker=st["marker"], markersize=3,
-                    label=f"{method} (n={len(g)})")
-            if len(g) > 1:
-                ax.fill_between(x, curves.min(axis=0), curves.max(axis=0), color=st["color"], alpha=0.15, lw=0)
-            for rid in g.run_id:
-                growth_epochs |= {w["epoch"] for w in results[rid]["width_history"][1:]}
-        for e in sorted(growth_epochs):
-            ax.axvline(e + 0.5, color="grey", ls="--", lw=0.7, zorder=0)
-        ax.set(title=f"Test accuracy per epoch: {setting}, {proto}\nmean over seeds, band: lowest to highest seed; "
-               "dashed: growth steps", xlabel="epoch", ylabel="test accuracy (%)")
-        _legend_outside(ax)
-        paths += _save(fig, out, "F3_accuracy_vs_epoch_" + _slug(setting, proto))
+        by_method = {m: g for m, g in sel.groupby("method")}
+        rows = _panels(sorted(by_method))
+        fig, axes = plt.subplots(len(rows), 3, figsize=(17, 3.9 * len(rows)), squeeze=False)
+        growth_epochs = {w["epoch"] for rid in sel.run_id for w in results[rid]["width_history"][1:]}
+        for (title, methods), row_axes in zip(rows, axes):
+            for method in methods:
+                g = by_method[method]
+                hists = [results[rid]["epochs"] for rid in g.run_id]
+                acc = pd.DataFrame([[100 * h["test_acc"] for h in hist] for hist in hists])
+                epochs = range(1, acc.shape[1] + 1)
+                large_flops = results[g.run_id.iloc[0]]["flops"]["large_train"]
+                flops = pd.DataFrame([[100 * (h["train_flops"] + h.get("growth_flops", 0)) / large_flops for h in hist]
+                                      for hist in hists]).mean()
+                alone = [hist for hist, moved in zip(hists, g.moved) if not moved]
+                secs = pd.DataFrame([[h.get("train_seconds", 0) + h.get("growth_seconds", 0) for h in hist]
+                                     for hist in alone]).mean() if alone else None
+                st = style(method)
+                moved = f"; {len(g) - len(alone)} resumed elsewhere: no time" if len(alone) < len(g) else ""
+                for ax, x in zip(row_axes, (epochs, flops, secs)):
+                    if x is None:
+                        continue
+                    ax.plot(x, acc.mean(axis=0), color=st["color"], ls=st["ls"], marker=st["marker"], markersize=3,
+                            markevery=max(1, len(epochs) // 15), label=f"{method} (n={len(g)}{moved})")
+                    if len(g) > 1:
+                        ax.fill_between(x, acc.min(axis=0), acc.max(axis=0), color=st["color"], alpha=0.12, lw=0)
+            for e in sorted(growth_epochs):
+                row_axes[0].axvline(e + 0.5, color="grey", ls="--", lw=0.7, zorder=0)
+            row_axes[0].set(ylabel=f"{title}\ntest accuracy (%)")
+            row_axes[2].legend(*row_axes[0].get_legend_handles_labels(), loc="upper left", bbox_to_anchor=(1.01, 1.0),
+                               borderaxespad=0, fontsize=8)
+        machines = ", ".join(sorted(set(sel[~sel.moved.astype(bool)].machine)))
+        axes[-1][0].set_xlabel("epoch (dashed: growth steps)")
+        axes[-1][1].set_xlabel("training FLOPs so far (% of the large model's run)")
+        axes[-1][2].set_xlabel(f"training wall-clock so far (s; machine {machines})")
+        for ax in axes[:, 1:].flat:
+            ax.set_xlim(left=0)
+        fig.suptitle(f"Test accuracy: {setting}, {proto}\nmean over seeds, band: lowest to highest seed", y=1.0)
+        fig.tight_layout()
+        paths += _save(fig, out, "F3_accuracy_curves_" + _slug(setting, proto))
     return paths
 
 
@@ -219,57 +271,118 @@ def _end_labels(ax, ends: list[tuple[float, float, str, object]]) -> None:
 
 def time_to_accuracy(runs, results, out: Path) -> list[Path]:
     """F7: test accuracy against training wall-clock, one line per method (the seed with the median
-    final accuracy), labelled at its end with the time; only runs of one machine label per figure (runs
-    resumed on another machine have no one machine's time and are left out)."""
+    final accuracy), labelled at its end with the time; one row of axes per family of methods (_panels); only
+    runs of one machine label per figure (runs resumed on another machine have no one machine's time and are
+    left out)."""
     paths = []
     runs = runs[~runs.moved.astype(bool)] if "moved" in runs else runs
     for (setting, proto, machine), sel in sorted(runs.groupby(["setting", "protocol", "machine"])):
-        fig, ax = plt.subplots(figsize=(9, 4.8))
-        ends = []
-        for method, g in sorted(sel.groupby("method")):
-            r = g.sort_values("acc").iloc[len(g) // 2]
-            hist = results[r.run_id]["epochs"]
-            secs = [h.get("train_seconds", 0) + h.get("growth_seconds", 0) for h in hist]
-            st = style(method)
-            ax.plot(secs, [100 * h["test_acc"] for h in hist], color=st["color"], ls=st["ls"], marker=st["marker"],
-                    markersize=3, label=f"{method} (seed {r.seed})")
-            ends.append((secs[-1], 100 * hist[-1]["test_acc"], f"{method} (seed {r.seed}): {secs[-1]:.0f} s",
-                         st["color"]))
-        ax.set_xlim(left=0, right=max(e[0] for e in ends) * 1.03)
-        _end_labels(ax, ends)
-        ax.set(title=f"Time to accuracy: {setting}, {proto}\nmachine {machine}: {sel.device.iloc[0]}",
-               xlabel="training wall-clock (s, evaluation excluded)", ylabel="test accuracy (%)")
+        by_method = {m: g for m, g in sel.groupby("method")}
+        rows = _panels(sorted(by_method))
+        fig, axes = plt.subplots(len(rows), 1, figsize=(9, 4.2 * len(rows)), squeeze=False)
+        for (title, methods), ax in zip(rows, axes[:, 0]):
+            ends = []
+            for method in methods:
+                g = by_method[method]
+                r = g.sort_values("acc").iloc[len(g) // 2]
+                hist = results[r.run_id]["epochs"]
+                secs = [h.get("train_seconds", 0) + h.get("growth_seconds", 0) for h in hist]
+                st = style(method)
+                ax.plot(secs, [100 * h["test_acc"] for h in hist], color=st["color"], ls=st["ls"], marker=st["marker"],
+                        markersize=3, markevery=max(1, len(hist) // 15), label=f"{method} (seed {r.seed})")
+                ends.append((secs[-1], 100 * hist[-1]["test_acc"], f"{method} (seed {r.seed}): {secs[-1]:.0f} s",
+                             st["color"]))
+            ax.set_xlim(left=0, right=max(e[0] for e in ends) * 1.03)
+            _end_labels(ax, ends)
+            ax.set(title=title, ylabel="test accuracy (%)")
+        axes[-1][0].set_xlabel("training wall-clock (s, evaluation excluded)")
+        fig.suptitle(f"Time to accuracy: {setting}, {proto}\nmachine {machine}: {sel.device.iloc[0]}", y=1.0)
+        fig.tight_layout()
         paths += _save(fig, out, "F7_time_to_accuracy_" + _slug(setting, proto, machine))
     return paths
 
 
+VRS_PAIRS = (("growing", "growing+vrs"), ("growing+lra", "full"))  # each pair: variance transfer off, then on
+
+
 def layer_scales(runs, results, out: Path) -> list[Path]:
-    """F8: weight std and pre-activation (conv/linear output) variance per epoch for three layers (the
-    first after the stem, one in the middle, the last conv), growing methods against the large model:
-    variance rescaling's effect on the scales that growth would otherwise shift (runs that recorded them)."""
+    """F8: weight std (top row) and pre-activation (conv/linear output) variance (bottom row) per epoch for three
+    layers (the first after the stem, one in the middle, the last conv), the large model against the paper's
+    growers with variance transfer off (growing, growing+lra) and on (growing+vrs, full): VT's effect on the scales
+    that growth would otherwise shift. Seed 0 of each (or its lowest seed), default config only."""
+    from bench.methods import by_role
+
+    wanted = [by_role("target")] + [m for pair in VRS_PAIRS for m in pair]
     paths = []
     for setting, proto in _groups(runs):
-        sel = runs[(runs.setting == setting) & (runs.protocol == proto)].sort_values(["method", "seed"])
-        first = {m: results[g.run_id.iloc[0]] for m, g in sel.groupby("method")}
+        sel = runs[(runs.setting == setting) & (runs.protocol == proto) & runs.method.isin(wanted)]
+        first = {m: results[g.sort_values("seed").run_id.iloc[0]] for m, g in sel.groupby("method")}
         first = {m: r for m, r in first.items() if all("layers" in h for h in r["epochs"])}
-        if not first:
-            continue
+        if not (set(first) & {on for _, on in VRS_PAIRS} and set(first) & {off for off, _ in VRS_PAIRS}):
+            continue  # VT on and off are what the figure compares
         names = list(next(iter(first.values()))["epochs"][-1]["layers"])
         convs = [n for n in names if n != names[-1]]  # the classifier last
         picks = [convs[1 if len(convs) > 1 else 0], convs[len(convs) // 2], convs[-1]]
-        fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
-        for m, r in sorted(first.items()):
-            st = style(m)
-            for layer, ls in zip(picks, ("-", "--", ":")):
-                ep = [h["epoch"] for h in r["epochs"] if layer in h["layers"]]
-                for ax, k in zip(axes, (0, 1)):
-                    ax.plot(ep, [h["layers"][layer][k] for h in r["epochs"] if layer in h["layers"]], color=st["color"],
-                            ls=ls, label=f"{m}: {layer}")
-        axes[0].set(title="weight std", xlabel="epoch", yscale="log")
-        axes[1].set(title="pre-activation variance (one test batch, eval mode)", xlabel="epoch", yscale="log")
-        fig.suptitle(f"Layer scales: {setting}, {proto}", y=1.03)
-        _legend_outside(axes[1])
+        fig, axes = plt.subplots(2, 3, figsize=(16, 7.5), sharex=True)
+        for m in [m for m in wanted if m in first]:
+            r, st = first[m], style(m)
+            vt = "the target" if m == wanted[0] else ("VT on" if any(m == p[1] for p in VRS_PAIRS) else "VT off")
+            for col, layer in enumerate(picks):
+                rows = [h for h in r["epochs"] if layer in h["layers"]]
+                for k in (0, 1):
+                    axes[k][col].plot([h["epoch"] for h in rows], [h["layers"][layer][k] for h in rows],
+                                      color=st["color"], ls="-" if vt != "VT off" else "--", marker=st["marker"],
+                                      markersize=3, label=f"{m} ({vt}, seed {r['config']['seed']})")
+        for col, layer in enumerate(picks):
+            axes[0][col].set(title=layer, yscale="log")
+            axes[1][col].set(xlabel="epoch", yscale="log")
+        axes[0][0].set_ylabel("weight std")
+        axes[1][0].set_ylabel("pre-activation variance\n(one test batch, eval mode)")
+        fig.suptitle(f"Layer scales, variance transfer (VT; +vrs in method names) on and off: {setting}, {proto}", y=1.0)
+        fig.tight_layout()
+        _legend_outside(axes[0][2])
         paths += _save(fig, out, "F8_layer_scales_" + _slug(setting, proto))
+    return paths
+
+
+def gap_vs_budget(long: pd.DataFrame, out: Path) -> list[Path]:
+    """F10 (T4 drawn, for the paper's method and its ablation): each method's difference to the large model
+    against the training budget (the large model's image-epochs, log axis), with its 95 % Welch interval where
+    both sides have two seeds or more, the methods nudged apart at a budget; hollow diamonds: the paper's
+    difference at its own protocol (100 epochs on all images)."""
+    from reports.paper import ABLATION_ROWS
+
+    paths = []
+    for (setting, data), g in long.groupby(["setting", "data"], sort=True):
+        g = g[g.method.isin([m for m in ABLATION_ROWS if m != "net2net"])]
+        if g.empty:
+            continue
+        fig, ax = plt.subplots(figsize=(9, 4.8))
+        methods = [m for m in ABLATION_ROWS if m in set(g.method)]
+        for i, method in enumerate(methods):
+            d = g[g.method == method].sort_values("budget_images")
+            nudge = 1 + 0.025 * (i - (len(methods) - 1) / 2)  # side by side at one budget (log axis: a factor)
+            st, y = style(method), d.delta_vs_large.astype(float)
+            ci = [tuple(float(v) for v in c.strip("[]").split(",")) if c else (v, v) for v, c in zip(y, d.delta_ci95)]
+            ax.errorbar(d.budget_images * nudge, y, yerr=[[v - c[0] for v, c in zip(y, ci)], [c[1] - v for v, c in zip(y, ci)]],
+                        color=st["color"], ls=st["ls"], marker=st["marker"], capsize=3,
+                        label=f"{method} (seeds: {', '.join(map(str, d.n))})")
+            paper = d[d.paper_delta_vs_large != ""]
+            if len(paper):
+                ax.plot(paper.budget_images * nudge, paper.paper_delta_vs_large.astype(float), "D", mfc="white", ms=9,
+                        color=st["color"], label=f"paper: {method}")
+        ax.axhline(0, color="black", lw=0.8)
+        ax.set_xscale("log")
+        ticks = g.drop_duplicates("protocol").sort_values("budget_images")
+        ax.set_xticks(ticks.budget_images, [f"{p.split(',')[0]}\n{b / 1e6:.2f} M" for p, b in
+                                            zip(ticks.protocol, ticks.budget_images)])
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        ax.set(title=f"The gap to the large model against the training budget: {setting}\nbars: 95 % Welch interval "
+               "(two seeds or more on both sides); hollow diamonds: the paper (100 epochs, all images)",
+               xlabel="training budget: epochs and the large model's image-epochs (log scale)",
+               ylabel="accuracy - large model's (points)")
+        _legend_outside(ax)
+        paths += _save(fig, out, "F10_gap_vs_budget_" + _slug(setting))
     return paths
 
 

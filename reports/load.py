@@ -178,7 +178,7 @@ def load_runs(results_dir: str | Path | list) -> tuple[pd.DataFrame, pd.DataFram
     for r in done:
         r["machine"] = names[r["device"]]
     cols_done = ["run_id", "method", "grows", "uses_lra", "smoke", "arch", "dataset", "setting", "protocol", "seed", "config_hash", "data_source",
-                 "acc", "best_acc", "val_loss", "kind", "cost", "cost_overhead", "train_seconds", "total_seconds", "device", "machine", "mode", "params", "load", "moved", "preset", "epochs"]
+                 "acc", "best_acc", "val_loss", "kind", "cost", "cost_overhead", "train_seconds", "total_seconds", "device", "machine", "mode", "params", "load", "moved", "preset", "epochs", "images_seen"]
     cols_other = ["run_id", "method", "arch", "dataset", "setting", "protocol", "seed", "state", "epochs_done", "epochs"]
     return (pd.DataFrame(done, columns=cols_done), pd.DataFrame(other, columns=cols_other).astype(object).fillna(""),
             results)
@@ -222,6 +222,8 @@ def _load_one(cfg_path: Path, done: list, other: list, results: dict) -> None:
                  "mode": mode.get("label", f"{mode['precision']}{'/cl' if mode['channels_last'] else ''}")
                          + f"{'/compile' if mode['compile'] else ''}{'/det' if mode['deterministic'] else ''}",
                  "params": r["final_params"], "load": machine_load(r.get("epochs", [])),
+                 # the training budget: images trained on over the run (steps x batch, every epoch)
+                 "images_seen": sum(h.get("steps", 0) * h.get("batch_size", 0) for h in r.get("epochs", [])),
                  # resumed on another machine (bench/campaign.py): its times mix machines, never a speed-up
                  "moved": bool(r.get("moved_between_machines", False))})
     results[d.name] = r

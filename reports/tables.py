@@ -282,6 +282,17 @@ def wallclock_wide(long: pd.DataFrame) -> list[Wide]:
     return out
 
 
+def wallclock_groups_left_out(long: pd.DataFrame) -> list[str]:
+    """The timed groups (protocol, machine, mode) of which no run had the machine to itself, so wallclock_wide
+    prints no table for them: each with its timed methods."""
+    if long.empty or "timing" not in long:
+        return []
+    ran = long[long.train_seconds != NOT_RUN]
+    return [f"{proto} on {machine} ({mode}): {', '.join(dict.fromkeys(g.method))}"
+            for (proto, machine, mode), g in ran.groupby(["protocol", "machine", "mode"], sort=True)
+            if (g.timing != "").all()]
+
+
 def lm_wide(long: pd.DataFrame) -> list[Wide]:
     """The language-model table to print: a row per method, a column group per setting (cost, validation
     loss with n, its difference to the large model with the 95 % Welch interval, bits per character)."""
@@ -463,14 +474,16 @@ def fill_command(methods: list[str], ran: pd.DataFrame) -> str:
     epochs = int(found.group(1)) if found else None
     preset_epochs = load_presets().get(preset, {}).get("epochs")
     left, commands = list(methods), []
-    offers = {}
+    offers, growth = {}, {}
     for name, suite in load_suites().items():
         common = suite.get("common", {}) or {}
         if suite.get("preset") != preset:
             continue
-        offers[name] = {r["method"] + ("+ba" if (r.get("growth") or {}).get("batch_adapt") else "")
-                        for r in suite["runs"] if r.get("arch", common.get("arch")) in archs
-                        and r.get("epochs", common.get("epochs", preset_epochs)) == epochs}
+        here = [r for r in suite["runs"] if r.get("arch", common.get("arch")) in archs
+                and r.get("epochs", common.get("epochs", preset_epochs)) == epochs]
+        offers[name] = {r["method"] + ("+ba" if (r.get("growth") or {}).get("batch_adapt") else "") for r in here}
+        if epochs != preset_epochs:  # the growth schedule a suite gives this budget (the preset's does not fit it)
+            growth.update({k: v for r in here for k, v in (r.get("growth") or {}).items() if k != "batch_adapt"})
     while left:  # the suite that runs the most of what is left, then the next
         name = max(sorted(offers), key=lambda n: len(offers[n] & set(left)), default=None)
         if name is None or not offers[name] & set(left):
@@ -481,9 +494,72 @@ def fill_command(methods: list[str], ran: pd.DataFrame) -> str:
     if left:
         commands.append(f"python -m bench run --preset {preset or 'PRESET'} --arch {sorted(archs)[0]}"
                         + (f" --epochs {epochs}" if epochs != preset_epochs else "")
+                        + "".join(f" --growth.{k.replace('_', '-')} " + (",".join(map(str, v)) if isinstance(v, list) else str(v))
+                                  for k, v in sorted(growth.items(), key=lambda kv: kv[0] != "schedule"))
                         + f" --method M, for M in {', '.join(left)}"
                         + (" (+ba: --growth.batch-adapt true)" if any(m.endswith("+ba") for m in left) else ""))
     return "; ".join(commands)
+
+
+def budget_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per (setting, data source) trained at two budgets or more: each method's difference to the large model
+    (95 % Welch interval) at every budget, the budget being the large model's images trained on (epochs x
+    images); the paper's difference beside its own protocol only. Rows from the ablation and main tables."""
+    cols = ["setting", "data", "protocol", "budget_images", "method", "n", "n_large", "delta_vs_large", "delta_ci95",
+            "paper_delta_vs_large", "run_ids"]
+    if runs.empty or "images_seen" not in runs:
+        return pd.DataFrame(columns=cols)
+    runs = runs[~runs.smoke.astype(bool)]
+    methods = list(dict.fromkeys(rows_of("ablation") + rows_of("main")))
+    rows = []
+    for (setting, source), g in runs.groupby(["setting", "data_source"], sort=True):
+        large = g[g.method == target_method()]
+        if large.protocol.nunique() < 2:
+            continue
+        long = comparison(g, methods, sorted({(setting, p, source) for p in large.protocol}))
+        budget = large.groupby("protocol").images_seen.max()
+        for r in long.itertuples():
+            if r.method == target_method() or r.acc == NOT_RUN:
+                continue
+            rows.append({"setting": setting, "data": source, "protocol": r.protocol,
+                         "budget_images": int(budget[r.protocol]), "method": r.method, "n": r.n,
+                         "n_large": int(len(large[large.protocol == r.protocol])), "delta_vs_large": r.delta_vs_large,
+                         "delta_ci95": r.delta_ci95, "paper_delta_vs_large": r.paper_delta_vs_large
+                         if r.paper_protocol else "", "run_ids": r.run_ids})
+    return pd.DataFrame(rows, columns=cols).astype(object).fillna("")
+
+
+def budget_label(proto: str, images: int) -> str:
+    """A budget as a column names it: "100 ep (4.99 M image-epochs)"."""
+    return f"{proto.split(',')[0]} ({images / 1e6:.2f} M image-epochs)"
+
+
+def budget_wide(long: pd.DataFrame) -> list[Wide]:
+    """The budget table to print: per setting, a row per method, a column group per budget (smallest first):
+    the difference to the large model with its interval and n (ours / large's), then the paper's at its own
+    protocol."""
+    out = []
+    for (setting, data), g in long.groupby(["setting", "data"], sort=True):
+        order = g.drop_duplicates("protocol").sort_values("budget_images")
+        budgets = [budget_label(p, b) for p, b in zip(order.protocol, order.budget_images)]
+        label = dict(zip(order.protocol, budgets))
+        from bench.methods import by_role
+
+        rank = {m: i for i, m in enumerate(dict.fromkeys([by_role("paper")] + rows_of("ablation") + rows_of("main")))}
+        methods = sorted(dict.fromkeys(g.method), key=lambda m: rank.get(m, len(rank)))
+
+        def cells(m, b, g=g):
+            r = g[(g.method == m) & (g.protocol.map(label) == b)]
+            if r.empty:
+                return None
+            r = r.iloc[0]
+            ours = f"{r.delta_vs_large}" + (f" {r.delta_ci95}" if r.delta_ci95 else "") + f" ({r.n}/{r.n_large})"
+            return [ours, f"{float(r.paper_delta_vs_large):+.2f}" if r.paper_delta_vs_large else ""]
+
+        df = _grid(methods, budgets, ("vs large (pts)", "paper: vs large"), cells)
+        df = df[[c for c in df.columns if not c[1].startswith("paper") or df[c].ne("").any()]]
+        out.append(Wide(setting_name(setting) + ", every budget", data, df, [], ""))
+    return out
 
 
 def wide_to_csv(df: pd.DataFrame) -> str:
@@ -565,6 +641,10 @@ TABLES = {
     "wallclock": Table("Wall-clock: large, full, full with batch-size adaptation (speed-ups only between runs on "
                        "one machine and mode, from runs that had the machine to themselves)", wallclock_table,
                        roles=("target", "paper"), batch_adapted=True, display=wallclock_wide),
+    "budget": Table("T4. The gap against the training budget: difference to the large model (points, 95 % Welch "
+                    "interval, n ours/large) at each budget the large model was trained at, and the paper's at its "
+                    "own protocol (100 epochs on all images)", budget_table, roles=("target", "paper", "ablation",
+                                                                                   "baseline"), display=budget_wide),
     "lm": Table("T3. Language model (character GPT, Tiny Shakespeare): training cost (% of the large model's FLOPs), "
                 "validation loss in nats per character (mean ± std (n seeds), 95 % interval), bits per character, "
                 "difference to the large model with its 95 % Welch interval (negative: better), next-character "
