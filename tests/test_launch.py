@@ -128,6 +128,10 @@ def test_slurm_array_is_named_asks_for_requeue_and_a_second_sweep_attaches_to_it
     script = next((out / launch.JOBS_FOLDER).rglob("*_submission.sh")).read_text()
     for line in ("#SBATCH --requeue", "#SBATCH --hold", "#SBATCH --job-name=mine", "#SBATCH --open-mode=append"):
         assert line in script.splitlines(), line
+    from submitit.core.utils import DelayedSubmission
+
+    submitted = DelayedSubmission.load(next((out / launch.JOBS_FOLDER).rglob("*_submitted.pkl")))
+    assert submitted._timeout_countdown == launch.SlurmResources().max_requeues == 50  # --max-requeues' default
     try:
         calls = []
         real = launch._run
@@ -155,6 +159,9 @@ def test_slurm_array_is_named_asks_for_requeue_and_a_second_sweep_attaches_to_it
     again = json.loads((out / launch.SWEEP_FILE).read_text())
     subprocess.run(["scancel", *{v["job_id"].split("_")[0] for v in again.values()}], timeout=60)
     assert set(again) == set(first) and all(again[r]["job_id"] != first[r]["job_id"] for r in first)
+    base = next(iter(again.values()))["job_id"].split("_")[0]
+    script = next((out / launch.JOBS_FOLDER).rglob(f"{base}_submission.sh")).read_text()
+    assert "#SBATCH --job-name=growbench-launch_check" in script.splitlines()  # the default: the sweep's name
 
 
 @pytest.mark.slurm
