@@ -265,6 +265,14 @@ def cmd_list(args) -> int:
     return 0
 
 
+def cmd_explain(args) -> int:
+    from bench.explain import explain
+
+    for run_dir in args.run_dirs:
+        print(explain(run_dir, predict=not args.no_predict, rounds=args.rounds, steps=args.steps), flush=True)
+    return 0
+
+
 def cmd_status(args) -> int:
     """Every run of the folder (and every run a sweep submitted that has no folder yet) with its state and,
     for submitted runs, its job's: one queue query for all of them."""
@@ -378,6 +386,12 @@ def parser() -> argparse.ArgumentParser:
     gt.add_argument("--note", default="", help="with --update: a note stored with the entry (where it was measured)")
     gt.add_argument("--out-dir", default="results", help="where a new hardware's entry is written when none matches")
     gt.set_defaults(fn=cmd_gate)
+    ex = sub.add_parser("explain", help="where a run's wall-clock went, beside the step times its schedule takes here")
+    ex.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    ex.add_argument("--no-predict", action="store_true", help="the account only, without timing the schedule here")
+    ex.add_argument("--rounds", type=int, default=3, help="rounds of the step-time measurement (the minimum is kept)")
+    ex.add_argument("--steps", type=int, default=10, help="steps per stage per round")
+    ex.set_defaults(fn=cmd_explain)
     sub.add_parser("list", help="methods, archs, datasets, presets, suites").set_defaults(fn=cmd_list)
     ev = sub.add_parser("env", help="the device, its native precisions and what the auto settings resolve to")
     ev.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))

@@ -37,6 +37,7 @@ from bench.config import (SCHEMA_VERSION, ConfigError, RunSpec, config_hash, fla
                           spec_to_dict)
 from bench.data import NUM_CLASSES, DataError, image_size, make_loaders
 from bench.distributed import SOLO, World
+from bench.explain import accounting
 from bench.flops import CONVENTION, step_flops
 from bench.hardware import resolve_device
 from bench.models import build
@@ -169,11 +170,15 @@ def check_exploded(train_loss: float, test_loss: float, epoch: int, num_classes:
         raise Diverged(f"test loss not finite at epoch {epoch + 1} (training loss {train_loss:.3g})")
 
 
+WARM_STEPS = 3  # an epoch's first steps, timed apart: after growth they create primitives and grow the allocator
+
+
 def train_epoch(step_model, model: nn.Module, optimizer: SGD, loader, spec: RunSpec, epoch: int,
-                device: torch.device, bar=None, step_hook=None,
-                time_first_step: bool = False, world: World = SOLO) -> tuple[float, float, float | None]:
+                device: torch.device, bar=None, step_hook=None, time_first_step: bool = False, world: World = SOLO,
+                warm: list | None = None) -> tuple[float, float, float | None]:
     """One epoch of training steps; returns (mean training loss, last LR, seconds of the first step
-    if ``time_first_step``, else None: a compiling step). ``step_model`` is ``model`` or its compiled
+    if ``time_first_step``, else None: a compiling step); appends the seconds of its first WARM_STEPS steps
+    to ``warm`` (the run's time accounting). ``step_model`` is ``model`` or its compiled
     wrapper. Each step's loss is stored on the device (no host sync per step, and no more work than
     summing it); at the end the first non-finite one raises Diverged. Several processes: the mean over
     the ranks (each rank's loss is the mean over its rows of the global batch)."""
@@ -198,6 +203,9 @@ def train_epoch(step_model, model: nn.Module, optimizer: SGD, loader, spec: RunS
         if time_first_step and i == 0:
             synchronize(device)
             first = time.perf_counter() - t_first
+        if warm is not None and i == min(WARM_STEPS, steps) - 1:
+            synchronize(device)
+            warm.append(time.perf_counter() - t_first)
         if bar is not None:
             bar.update()
     mean = world.mean(losses.mean().item(), device)
@@ -537,7 +545,8 @@ def _run(spec: RunSpec, rd: RunDir, progress: bool | None, log, world: World = S
     for epoch in range(st.epoch, spec.epochs):
         t_epoch, cpu_epoch = time.perf_counter(), time.process_time()
         event = grow_if_due(live, st, epoch)
-        prepare_epoch(live, epoch)
+        with live.timer.section("data"):
+            prepare_epoch(live, epoch)
         train_loss, lr = train_one_epoch(live, epoch, show)
         test_loss, test_acc, layers = evaluate_epoch(live, st)
         check_exploded(train_loss, test_loss, epoch, live.num_classes)
@@ -676,10 +685,13 @@ def train_one_epoch(live: Live, epoch: int, show: bool) -> tuple[float, float]:
             live.record = set_multipliers(live.optimizer, live.model, live.method, epoch)
 
     step_hook = every_step
+    warm: list[float] = []
     with live.timer.section("train"):
         train_loss, lr, first = train_epoch(live.step_model, live.model, live.optimizer, live.train_loader, live.spec,
                                             epoch, live.device, bar, step_hook, time_first_step=live.compile_pending,
-                                            world=live.world)
+                                            world=live.world, warm=warm)
+    # a part of "train", not beside it: the first steps of every epoch (bench/explain.py compares them with the rest)
+    live.timer.totals["train_warm"] += warm[0] - (first or 0.0)
     if first is not None:
         live.timer.move("train", "compile", first)
         live.compile_pending = False
@@ -774,6 +786,7 @@ def build_result(live: Live, st: LoopState, data_source: str, mode: dict, setup_
                   "compile_seconds": t.get("compile", 0.0),
                   "total_seconds": t.get("wall", 0.0) + t.get("checkpoint", 0.0),
                   "last_setup_seconds": setup_seconds},
+        "accounting": accounting(hist, t),
         "flops": {"convention": CONVENTION, "train": st.train_flops, "eval": st.eval_flops,
                   "growth_overhead": st.growth_flops, "train_with_overhead": st.train_flops + st.growth_flops,
                   "large_train": large_flops, "train_cost_fraction": st.train_flops / large_flops,
