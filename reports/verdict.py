@@ -75,12 +75,13 @@ def block(pair: dict, reference: dict | None) -> str:
             ("full: training FLOPs of large", [cost(p) for _, p in cols], f"{paper_cost.value:.1f} %"),
             ("wall-clock speed-up", [_speedup(p) if p else "" for _, p in cols], "not stated for ResNet-20")]
     proto = pair["large"].protocol
-    w = [31, 24, 24, 26]
+    table = [["", "this run", "reference run", "paper"]] + [[name, *ours, theirs] for name, ours, theirs in rows]
+    w = [max(len(r[i]) for r in table) + 2 for i in range(4)]  # every cell fits its column
     lines = [f"Headline: ResNet-20 / CIFAR-10, {proto}, seed {SEED}",
              "".join(h.ljust(n) for h, n in zip(["", "this run", "reference run", "paper"], w))]
     lines += ["".join(c.ljust(n) for c, n in zip([name, *ours, theirs], w)) for name, ours, theirs in rows]
     lines += [f"paper: {CITATION};",
-              f"       200 epochs on all images (values via the growing_wiki, {paper['large'].provenance}). Absolute",
+              f"       100 epochs on all images (values via the growing_wiki, {paper['large'].provenance}). Absolute",
               "       accuracies differ with the training budget: compare the differences and the cost.",
               f"reference run: results/reference/{PRESET} (the same config; its machine: {reference['large'].device})"
               if reference else "reference run: none shipped for this config",
