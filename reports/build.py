@@ -12,7 +12,7 @@ from pathlib import Path
 from bench.records import umask
 import pandas as pd
 
-from reports import claims, figures, tables
+from reports import claims, figures, paper, tables
 from reports.load import load_runs
 
 MARKER = ".growbench-report"  # in every report folder: the only folders a build replaces
@@ -146,7 +146,15 @@ def footnotes(name: str, w: tables.Wide) -> list[str]:
 
 
 def after_tables(name: str, long) -> list[str]:
-    """The lines after all of a table's printed parts: for times, the groups left out whole."""
+    """The lines after all of a table's printed parts: for times, the groups left out whole; for the ablation,
+    the paper's settings with no run here."""
+    if name == "ablation":
+        ran = set(long.setting[long.acc != tables.NOT_RUN]) if len(long) else set()
+        lacking = [s for s in paper.ABLATION_SETTINGS if s not in ran]
+        return [f"The paper's ablation also has {', '.join(map(tables.setting_name, lacking))}: not run here "
+                f"(`python -m bench run --preset paper --arch {lacking[0].split('/')[0]} --dataset "
+                f"{lacking[0].split('/')[1]} --method M --data-dir DIR` runs it on the downloaded dataset)."] \
+            if lacking else []
     groups = tables.wallclock_groups_left_out(long) if name == "wallclock" else []
     return [f"Not shown, no run of theirs had the machine to itself (times in tables/{name}.csv): "
             + "; ".join(groups) + "."] if groups else []
