@@ -204,16 +204,53 @@ def mode_label(precision: str, channels_last: bool, align: int) -> str:
     return precision + (f"/cl{align or ''}" if channels_last else "")
 
 
-def threads_default() -> int:
-    """OMP_NUM_THREADS where set, else the cores this process may use (its CPU affinity, so that
-    ``taskset -c 0,1`` pins a run; the machine's core count where that is unknown)."""
+def allowed_cores() -> list[int]:
+    """The cores this process may use (its CPU affinity: ``taskset -c 0,1`` pins a run)."""
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except AttributeError:
+        return list(range(os.cpu_count() or 1))
+
+
+def busy_cores(cores: list[int], seconds: float = 0.1) -> float:
+    """How many of ``cores`` other processes keep busy, from /proc/stat sampled over ``seconds`` (this
+    process sleeps meanwhile); 0 where /proc/stat cannot be read."""
+    import time
+
+    def sample() -> dict[int, tuple[int, int]]:
+        out = {}
+        with open("/proc/stat") as f:
+            for line in f:
+                if line.startswith("cpu") and line[3].isdigit():
+                    name, *v = line.split()
+                    v = [int(x) for x in v]
+                    out[int(name[3:])] = (sum(v), v[3] + (v[4] if len(v) > 4 else 0))  # total, idle + iowait
+        return out
+
+    try:
+        a = sample()
+        time.sleep(seconds)
+        b = sample()
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    busy = 0.0
+    for c in cores:
+        if c in a and c in b and b[c][0] > a[c][0]:
+            busy += 1 - (b[c][1] - a[c][1]) / (b[c][0] - a[c][0])
+    return busy
+
+
+def threads_default(busy: float | None = None) -> int:
+    """OMP_NUM_THREADS where set, else the cores this process may use that other processes leave free
+    (``busy``: how many they keep busy, busy_cores), at least 1: on a loaded 2-core machine one thread
+    stepped ResNet-20 faster than two (220 against 270 ms a step, docs/measurements.md): threads that
+    share a core with another busy process wait on each other at every parallel region."""
     omp = os.environ.get("OMP_NUM_THREADS", "")
     if omp.isdigit() and int(omp) > 0:
         return int(omp)
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
+    cores = allowed_cores()
+    busy = busy_cores(cores) if busy is None else busy
+    return max(1, min(len(cores), round(len(cores) - busy)))
 
 
 def describe(device: torch.device) -> list[str]:
@@ -229,7 +266,8 @@ def describe(device: torch.device) -> list[str]:
                   f"ATen ISA:          {fp['aten_isa']}",
                   f"oneDNN ISA:        {fp['onednn_isa'] or 'unknown'}",
                   f"bf16 convolution:  {fp['bf16_kernel']}",
-                  f"threads:           {threads_default()} (OMP_NUM_THREADS, else the cores this process may use; "
+                  f"threads:           {threads_default()} (OMP_NUM_THREADS, else the cores this process may use that other "
+                  "processes leave free; "
                   "set with --threads N, pin cores with taskset)"]
     native, why = native_bf16(device)
     lines += [f"native precisions: fp32{', bf16' if native else ''} ({why})",

@@ -64,10 +64,19 @@ def lr_at(spec: RunSpec, progress: float) -> float:
     return spec.lr * spec.lr_decay ** sum(progress >= m for m in spec.lr_decay_epochs)
 
 
-def setup_runtime(spec: RunSpec) -> int:
-    """Threads and determinism for a run; returns the CPU thread count (``threads`` 0: the cores
-    this process may use)."""
-    threads = spec.threads or hardware.threads_default()
+def setup_runtime(spec: RunSpec, log=print, name: str = "") -> int:
+    """Threads and determinism for a run; returns the CPU thread count (``threads`` 0: the cores this process
+    may use that no other process keeps busy). A machine already busy is said at the start, with the thread
+    count that fits what is free."""
+    cores = hardware.allowed_cores()
+    busy = hardware.busy_cores(cores) if resolve_device(spec).type == "cpu" else 0.0
+    free = hardware.threads_default(busy)
+    threads = spec.threads or free
+    if busy >= 0.5:
+        log(f"[{name}] the machine is busy: other processes keep about {busy:.1f} of the {len(cores)} core(s) this "
+            f"run may use busy; it trains on {threads} thread(s)"
+            + (f" (--threads {free} would fit what is free)" if threads > free else "")
+            + "; its timings will not compare with runs made alone")
     torch.set_num_threads(threads)
     if spec.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -512,7 +521,7 @@ class Live:
 def _run(spec: RunSpec, rd: RunDir, progress: bool | None, log, world: World = SOLO) -> dict:
     """Set up (or resume), then per epoch: grow if due, train, evaluate, account, checkpoint."""
     t_setup = time.perf_counter()
-    threads = setup_runtime(spec)
+    threads = setup_runtime(spec, log, rd.path.name)
     device = world.device(resolve_device(spec))
     mode = hardware.explain(spec, device)
     log(f"[{rd.path.name}] {device}, {threads} thread(s){'' if spec.threads else ' (the cores it may use; --threads N sets)'}"

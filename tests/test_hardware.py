@@ -173,3 +173,40 @@ def test_an_isa_cap_does_not_load_kernels_compiled_without_it(tmp_path):
         done = subprocess.run([sys.executable, "-c", _COMPILED_MATCHES_EAGER], env={**env, **cap},
                               capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, f"{cap or 'uncapped'}: {done.stdout[-500:]}{done.stderr[-2000:]}"
+
+
+def test_default_threads_leave_out_the_cores_other_processes_keep_busy(monkeypatch):
+    from bench import hardware
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(hardware, "allowed_cores", lambda: [0, 1, 2, 3])
+    assert [hardware.threads_default(b) for b in (0.0, 1.2, 2.6, 3.9, 7.0)] == [4, 3, 1, 1, 1]
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert hardware.threads_default(3.9) == 3  # the user's word wins
+
+
+def test_a_busy_core_is_seen_and_a_run_says_so_at_its_start(tmp_path, cifar_dir):
+    """A process spinning on every core this test may use: busy_cores sees it, and a run started beside it
+    says the machine is busy in its first lines, with the thread count that fits what is free."""
+    import subprocess
+    import sys
+
+    from bench import hardware
+    from bench.config import make_spec
+    from bench.train import run
+
+    cores = hardware.allowed_cores()
+    spinners = [subprocess.Popen(["taskset", "-c", str(c), sys.executable, "-c", "while True: pass"]) for c in cores]
+    try:
+        import time
+
+        time.sleep(0.3)
+        assert hardware.busy_cores(cores, 0.3) > 0.5 * len(cores)
+        logs = []
+        run(make_spec("smoke", epochs=1, threads=len(cores) + 1, data_dir=str(cifar_dir), out_dir=str(tmp_path)),
+            progress=False, log=logs.append)
+    finally:
+        for p in spinners:
+            p.kill()
+    first = next(line for line in logs if "the machine is busy" in line)
+    assert f"trains on {len(cores) + 1} thread(s)" in first and "--threads" in first
