@@ -248,9 +248,12 @@ def threads_default(busy: float | None = None) -> int:
     omp = os.environ.get("OMP_NUM_THREADS", "")
     if omp.isdigit() and int(omp) > 0:
         return int(omp)
+    import math
+
     cores = allowed_cores()
     busy = busy_cores(cores) if busy is None else busy
-    return max(1, min(len(cores), round(len(cores) - busy)))
+    # a core counts as taken when others keep it 75 % busy or more: a moment's noise does not change the count
+    return max(1, min(len(cores), len(cores) - math.floor(busy + 0.25)))
 
 
 def describe(device: torch.device) -> list[str]:

@@ -180,7 +180,7 @@ def test_default_threads_leave_out_the_cores_other_processes_keep_busy(monkeypat
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(hardware, "allowed_cores", lambda: [0, 1, 2, 3])
-    assert [hardware.threads_default(b) for b in (0.0, 1.2, 2.6, 3.9, 7.0)] == [4, 3, 1, 1, 1]
+    assert [hardware.threads_default(b) for b in (0.0, 0.7, 1.2, 2.6, 3.9, 7.0)] == [4, 4, 3, 2, 1, 1]
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert hardware.threads_default(3.9) == 3  # the user's word wins
 
