@@ -48,7 +48,8 @@ def accounting(history: list[dict], totals: dict) -> dict:
     total = totals.get("wall", 0.0) + totals.get("checkpoint", 0.0)
     parts = {f"{k}_seconds": totals.get(k, 0.0) for k in PARTS}
     return {"stages": rows, "warm_steps": WARM_STEPS,
-            "warm_extra_seconds": sum(r["warm_extra_seconds"] for r in rows) if timed_warm else None,
+            # stages too short for a steady rate (every step among an epoch's first) have no figure of their own
+            "warm_extra_seconds": sum(r["warm_extra_seconds"] or 0.0 for r in rows) if timed_warm else None,
             **parts, "other_seconds": total - sum(parts.values()), "total_seconds": total}
 
 
