@@ -1,6 +1,6 @@
 """Where a run's wall-clock went, and how it compares with what its steps should cost.
 
-``accounting(history, totals)`` (written into every result.json as "accounting") splits a run's time
+``bench.timing.accounting(history, totals)`` (written into every result.json as "accounting") splits a run's time
 into training steps per stage (the steady rate, and the extra of each epoch's first WARM_STEPS steps:
 after a growth they create new kernels' primitives and grow the allocator), compile, evaluation,
 growth surgery, data preparation, checkpoints and the rest, summing to the run's total_seconds.
@@ -12,46 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-PARTS = ("train", "compile", "eval", "growth", "data", "checkpoint")  # the timer's sections (bench/train.py)
-
-
-def accounting(history: list[dict], totals: dict) -> dict:
-    """The run's time by part (``totals``: the timer's final seconds per section) and its training steps by
-    stage (from the history's cumulative ``*_seconds``). Runs recorded before the first steps were timed
-    apart have no warm-up figures (None)."""
-    from bench.train import WARM_STEPS
-
-    stages: dict[int, dict] = {}
-    prev: dict[str, float] = {}
-    for h in history:
-        now = {k: h.get(f"{k}_seconds", 0.0) for k in ("train", "train_warm")}
-        delta = {k: now[k] - prev.get(k, 0.0) for k in now}
-        prev = now
-        s = stages.setdefault(h["stage"], {"stage": h["stage"], "epochs": 0, "steps": 0, "batch_size": h["batch_size"],
-                                           "train_seconds": 0.0, "warm_seconds": 0.0, "warm_steps": 0})
-        s["epochs"] += 1
-        s["steps"] += h["steps"]
-        s["train_seconds"] += delta["train"]
-        s["warm_seconds"] += delta["train_warm"]
-        s["warm_steps"] += min(WARM_STEPS, h["steps"])
-    timed_warm = all("train_warm_seconds" in h for h in history)
-    rows = []
-    for s in stages.values():
-        steady_steps = s["steps"] - s["warm_steps"]
-        if timed_warm and steady_steps > 0:
-            step = (s["train_seconds"] - s["warm_seconds"]) / steady_steps
-            extra = s["warm_seconds"] - s["warm_steps"] * step
-        else:
-            step, extra = s["train_seconds"] / max(1, s["steps"]), None
-        rows.append({"stage": s["stage"], "epochs": s["epochs"], "steps": s["steps"], "batch_size": s["batch_size"],
-                     "step_seconds": step, "warm_extra_seconds": extra, "train_seconds": s["train_seconds"]})
-    total = totals.get("wall", 0.0) + totals.get("checkpoint", 0.0)
-    parts = {f"{k}_seconds": totals.get(k, 0.0) for k in PARTS}
-    return {"stages": rows, "warm_steps": WARM_STEPS,
-            # stages too short for a steady rate (every step among an epoch's first) have no figure of their own
-            "warm_extra_seconds": sum(r["warm_extra_seconds"] or 0.0 for r in rows) if timed_warm else None,
-            **parts, "other_seconds": total - sum(parts.values()), "total_seconds": total}
-
+from bench.timing import PARTS, accounting
 
 def explain(run_dir: str | Path, predict: bool = True, rounds: int = 3, steps: int = 10) -> str:
     """The run's account as text; with ``predict``, beside the step times bench/speed.py measures for its

@@ -37,13 +37,12 @@ from bench.config import (SCHEMA_VERSION, ConfigError, RunSpec, config_hash, fla
                           spec_to_dict)
 from bench.data import NUM_CLASSES, DataError, image_size, make_loaders
 from bench.distributed import SOLO, World
-from bench.explain import accounting
 from bench.flops import CONVENTION, step_flops
 from bench.hardware import resolve_device
 from bench.models import build
 from bench.optim import SGD, make_optimizer, rebuild_optimizer
 from bench.records import CONFIG, RESULT, ForeignCheckpoint, ForeignResult, ReaderRunDir, RunDir, RunDirError, environment
-from bench.timing import SectionTimer, synchronize
+from bench.timing import WARM_STEPS, SectionTimer, accounting, synchronize
 from bench.tracking import make_tracker
 from growth.api import GrowthContext, GrowthEvent, Method, Multipliers
 from growth.widths import param_count, widths_of
@@ -177,9 +176,6 @@ def check_exploded(train_loss: float, test_loss: float, epoch: int, num_classes:
                        f"({EXPLODED:g} x ln {num_classes}, {EXPLODED:g} times a uniform guess's): exploded")
     if not math.isfinite(test_loss):
         raise Diverged(f"test loss not finite at epoch {epoch + 1} (training loss {train_loss:.3g})")
-
-
-WARM_STEPS = 3  # an epoch's first steps, timed apart: after growth they create primitives and grow the allocator
 
 
 def train_epoch(step_model, model: nn.Module, optimizer: SGD, loader, spec: RunSpec, epoch: int,
