@@ -346,7 +346,7 @@ def layer_scales(runs, results, out: Path) -> list[Path]:
 
 
 def gap_vs_budget(long: pd.DataFrame, out: Path) -> list[Path]:
-    """F10 (T4 drawn, for the paper's method and its ablation): each method's difference to the large model
+    """F10 (T2b drawn, for the paper's method and its ablation): each method's difference to the large model
     against the training budget (the large model's image-epochs, log axis), with its 95 % Welch interval where
     both sides have two seeds or more, the methods nudged apart at a budget; hollow diamonds: the paper's
     difference at its own protocol (100 epochs on all images)."""

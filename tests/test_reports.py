@@ -453,7 +453,7 @@ def test_f3_panels_hold_at_most_eight_series_with_the_large_model_in_each():
 
 
 def test_budget_table_gives_the_gap_at_each_budget_by_hand():
-    """T4: full's difference to large at two budgets (Welch by hand at the second), smallest budget first; a
+    """T2b: full's difference to large at two budgets (Welch by hand at the second), smallest budget first; a
     setting trained at one budget only has no row."""
     rows = [_record(k, m, s, acc, 1.0) for k, m, s, acc in
             (("a", "large", 0, 70.0), ("b", "large", 1, 72.0), ("c", "full", 0, 66.0), ("d", "full", 1, 67.0))]
