@@ -317,10 +317,8 @@ def cmd_status(args) -> int:
 def _job_note(job: tuple[str, str], run_state: str) -> str:
     """A submitted run's job: its queue state, how Slurm's accounting says it ended, or (without accounting)
     how the run's own record says it ended."""
-    from bench.launch import LIVE
-
     name, state = job
-    if state in LIVE or state != "ENDED" or run_state == "not started":
+    if state != "ENDED" or run_state == "not started":  # queued, running, or how accounting says it ended
         return f"{name}: {state}"
     told = {"complete": "ended, the run complete", "failed": "ended, the run failed (its reason: failed.json)"}
     return f"{name}: " + told.get(run_state, "ended without a result (cancelled, killed, out of memory or a lost node; "
