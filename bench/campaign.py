@@ -52,9 +52,11 @@ def rebuild_published_report(done: Path, log=print) -> list[Path]:
     reference = Path("results/reference").resolve()
     if reference not in done.resolve().parents or not PUBLISHED_REPORT.is_dir():
         return []
-    safe_path = ["-P"] if sys.flags.safe_path else []  # the code this campaign runs, not the checkout's
-    out = subprocess.run([sys.executable, *safe_path, "-m", "reports", "--reference", "--out", str(PUBLISHED_REPORT)],
-                         capture_output=True, text=True)
+    # with the checkout's report code, not the code this campaign runs (often a frozen copy on PYTHONPATH, older
+    # than the checkout): CI rebuilds the published report with the checkout's and compares
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run([sys.executable, "-m", "reports", "--reference", "--out", str(PUBLISHED_REPORT)],
+                         capture_output=True, text=True, env=env)
     if out.returncode != 0:
         err = (out.stderr.strip() or out.stdout.strip() or "no message").splitlines()[-1]
         log(f"WARNING: the published report was not rebuilt ({err}); run make report-reference before committing")

@@ -87,6 +87,9 @@ def cmd_sweep(args) -> int:
             seen.add(config.run_id(s))
             unique.append(s)
     print(f"sweep {args.suite}: {len(unique)} runs" + ("" if args.launcher == "inline" else f", launcher {args.launcher}"))
+    if args.suite == "wallclock":  # its runs' times are only worth a speed-up under the protocol
+        print("note: a sweep of the wallclock suite is no wall-clock sitting; python -m bench wallclock runs it back "
+              "to back, alone, and records which runs had the machine to themselves (README: Wall-clock)")
     if args.launcher != "inline":
         from bench import launch
 
@@ -176,6 +179,25 @@ def cmd_campaign(args) -> int:
                         dry_run=args.dry_run, log=lambda m: print(f"{time.strftime('%H:%M:%S')} {m}", flush=True))
 
 
+def cmd_wallclock(args) -> int:
+    from bench.wallclock import run_sitting
+
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        raise ConfigError("wallclock under torchrun: not supported (a sitting is one process alone on the machine)")
+    for flag in ("rounds", "steps"):
+        if getattr(args, flag) < 1:
+            raise ConfigError(f"--{flag}: {getattr(args, flag)}; at least 1")
+    overrides = _overrides(args)
+    archs = overrides.pop("arch").split(",") if "arch" in overrides else None
+    try:
+        seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
+    except ValueError:
+        raise ConfigError(f"--seeds: {args.seeds!r}; a comma-separated list of integers, e.g. 0,1,2") from None
+    out_dir = overrides.pop("out_dir", None)  # default: a new sitting folder under results/wallclock/
+    return run_sitting(archs, seeds, args.preset, overrides, out_dir, allow_busy=args.allow_busy,
+                       predict=not args.no_predict, rounds=args.rounds, steps=args.steps)
+
+
 def cmd_speed(args) -> int:
     from bench import methods
     from bench.speed import measure, table, to_json
@@ -214,16 +236,31 @@ def cmd_gate(args) -> int:
 
     path = Path(speed.BASELINE_FILE)
     baseline = json.loads(path.read_text())
+    if args.data_dir and not Path(args.data_dir).is_dir():
+        raise ConfigError(f"--data-dir {args.data_dir}: no such folder")
     costs = speed.cost_fractions()
+    whole = None
+    if args.data_dir:  # the whole run first, in a fresh process, before this one has stepped anything
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            whole = speed.whole_ratio(speed.train_whole(args.data_dir, tmp), speed.predict_whole(args.data_dir, tmp))
+        print(f"whole run: training {whole['measured_seconds']:.1f} s, predicted from step times "
+              f"{whole['predicted_seconds']:.1f} s: {whole['ratio']:.3f}x")
     reports = speed.ci_speed_reports()
     for r in reports.values():
         print(speed.table(r))
     if args.update:
-        entry = speed.new_entry(reports, note=args.note)
+        old = speed.find_entry(baseline, next(iter(reports.values())).fingerprint) or {}
+        entry = speed.new_entry(reports, note=args.note, whole=whole)
+        if whole is None and "whole_run" in old:  # re-measured without data: the stored whole-run ratio stays
+            entry["whole_run"] = old["whole_run"]
         path.write_text(json.dumps(speed.update_baseline(baseline, costs, entry), indent=2) + "\n")
         print(f"wrote {path}: cost fractions and the entry of this hardware")
         return 0
     errors = speed.check_cost(costs, baseline["cost_fraction"]) + speed.gate(reports, baseline, out_dir=args.out_dir)
+    if whole is not None:
+        errors += speed.check_whole(whole, speed.find_entry(baseline, whole["fingerprint"]))
     for e in errors:
         print("FAIL " + e, file=sys.stderr)
     return 1 if errors else 0
@@ -371,6 +408,16 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--dry-run", action="store_true", help="list the runs and their state, train nothing")
     _add_spec_flags(c)
     c.set_defaults(fn=cmd_campaign)
+    wc = sub.add_parser("wallclock", help="the wall-clock protocol: the wallclock suite's runs back to back, alone, "
+                        "in one sitting, then the step-time prediction beside the measured speed-ups", epilog=epilog)
+    wc.add_argument("--seeds", default="", help="comma-separated seeds of the suite (default: all)")
+    wc.add_argument("--allow-busy", action="store_true", help="start on a busy machine (the runs are recorded as "
+                    "not alone and left out of speed-ups)")
+    wc.add_argument("--no-predict", action="store_true", help="skip the step-time prediction at the end")
+    wc.add_argument("--rounds", type=int, default=3, help="rounds of the prediction's step-time measurement")
+    wc.add_argument("--steps", type=int, default=10, help="steps per stage per round of the prediction")
+    _add_spec_flags(wc)
+    wc.set_defaults(fn=cmd_wallclock)
     sp = sub.add_parser("speed", help="step time per stage width: measured vs FLOP-ideal speed-up of growth")
     sp.add_argument("--rounds", type=int, default=5, help="interleaved rounds; the minimum is kept")
     sp.add_argument("--steps", type=int, default=10, help="training steps per stage per round")
@@ -383,6 +430,8 @@ def parser() -> argparse.ArgumentParser:
                     help="measure and write this hardware's entry (and the cost fractions) into the baseline file")
     gt.add_argument("--note", default="", help="with --update: a note stored with the entry (where it was measured)")
     gt.add_argument("--out-dir", default="results", help="where a new hardware's entry is written when none matches")
+    gt.add_argument("--data-dir", default="", help="CIFAR-10 (or its JPEG copy): also train a short grown run and "
+                    "check its time against the step-time prediction (with --update: store that ratio)")
     gt.set_defaults(fn=cmd_gate)
     ex = sub.add_parser("explain", help="where a run's wall-clock went, beside the step times its schedule takes here")
     ex.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")

@@ -240,6 +240,18 @@ def busy_cores(cores: list[int], seconds: float = 0.1) -> float:
     return busy
 
 
+def machine_busy_seconds() -> float | None:
+    """CPU seconds all processes have used on every core since boot (/proc/stat: all but idle and iowait);
+    None where it cannot be read. Its change over an epoch, less this process's own CPU time, is what
+    other processes took (bench/train.py machine_load: ``others_cores``)."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        return (sum(v[:8]) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")  # user..steal; guest is inside user
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def threads_default(busy: float | None = None) -> int:
     """OMP_NUM_THREADS where set, else the cores this process may use that other processes leave free
     (``busy``: how many they keep busy, busy_cores), at least 1: on a loaded 2-core machine one thread

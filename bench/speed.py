@@ -347,6 +347,79 @@ def ci_speed_reports(archs: tuple[str, ...] | None = None) -> dict[str, SpeedRep
     return out
 
 
+# A whole run against its own prediction: a short grown run of the paper's method (every growth of the quick
+# schedule, compressed to one epoch each), trained as a user trains it (a fresh `python -m bench run`), and its
+# training time (steps + growth) over what bench/speed.py's step times predict for the same schedule (measured
+# after it, in another fresh process). Step timing in isolation cannot see what the training loop adds per step
+# (data movement, hooks, synchronisation, the first steps after each growth); this ratio can.
+CI_WHOLE = {"preset": "quick", "arch": "resnet20", "epochs": 9, "growth_epochs": "1,2,3,4,5,6,7,8",
+            "train_subset": 1920, "test_subset": 256, "batch_size": 32}
+# Tolerances on the ratio: against this hardware's entry (its ratio + WHOLE_TOLERANCE: on the 2-core AMD VM a
+# model's step time at one width drifted by up to +-20 % between epochs of one run, and the run and its prediction
+# are measured minutes apart) and, without an entry, a bound any machine should meet. A loop that doubles the
+# step's time (tests/regression) gives about 2x the entry's ratio: caught by both.
+WHOLE_TOLERANCE = 0.35
+WHOLE_MAX = 1.6
+
+
+def _whole_flags(data_dir: str) -> list[str]:
+    return ["--preset", CI_WHOLE["preset"], "--arch", CI_WHOLE["arch"], "--method", by_role("paper"),
+            "--epochs", str(CI_WHOLE["epochs"]), "--growth.growth-epochs", CI_WHOLE["growth_epochs"],
+            "--train-subset", str(CI_WHOLE["train_subset"]), "--test-subset", str(CI_WHOLE["test_subset"]),
+            "--batch-size", str(CI_WHOLE["batch_size"]), "--data-dir", data_dir]
+
+
+def train_whole(data_dir: str, work_dir: str, env: dict | None = None) -> dict:
+    """The CI_WHOLE run, trained in a fresh process (``env``: its environment) into ``work_dir``; its result."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    cmd = [sys.executable, "-m", "bench", "run", *_whole_flags(data_dir), "--threads", "1", "--checkpoint", "false",
+           "--out-dir", work_dir, "--progress", "off"]
+    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})})
+    if done.returncode != 0:
+        raise RuntimeError(f"the gate's whole run failed: {(done.stderr or done.stdout).strip()[-2000:]}")
+    found = [p for p in Path(work_dir).glob("*/result.json")]
+    if len(found) != 1:
+        raise RuntimeError(f"expected one finished run in {work_dir}, found {len(found)}")
+    return json.loads(found[0].read_text())
+
+
+def predict_whole(data_dir: str, work_dir: str) -> dict:
+    """bench/speed.py's report for the CI_WHOLE schedule (1 thread), measured in a fresh process."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = Path(work_dir) / "prediction.json"
+    subprocess.run([sys.executable, "-m", "bench", "speed", *_whole_flags(data_dir)[:-2], "--rounds", "3",
+                    "--steps", "5", "--bench-threads", "1", "--json", str(out)], check=True, capture_output=True)
+    return next(b for b in json.loads(out.read_text())["benchmarks"] if b["group"] == "speedup")["extra_info"]
+
+
+def whole_ratio(result: dict, prediction: dict) -> dict:
+    """A whole run's training (steps + growth) against the prediction from step times."""
+    measured = result["times"]["train_seconds"] + result["times"]["growth_seconds"]
+    return {"measured_seconds": measured, "predicted_seconds": prediction["grown_seconds"],
+            "ratio": measured / prediction["grown_seconds"], "fingerprint": prediction["fingerprint"]}
+
+
+def check_whole(measured: dict, entry: dict | None) -> list[str]:
+    """The whole run's ratio against this hardware's entry (its ratio + WHOLE_TOLERANCE), else WHOLE_MAX."""
+    ratio = measured["ratio"]
+    base = (entry or {}).get("whole_run", {}).get("ratio")
+    limit = base * (1 + WHOLE_TOLERANCE) if base else WHOLE_MAX
+    if ratio <= limit:
+        return []
+    where = (f"its baseline {base:.3f} + {WHOLE_TOLERANCE:.0%} in {BASELINE_FILE}" if base
+             else f"{WHOLE_MAX} (no entry of this hardware in {BASELINE_FILE})")
+    return [f"whole run: training took {measured['measured_seconds']:.1f} s, {ratio:.3f}x what its step times predict "
+            f"({measured['predicted_seconds']:.1f} s), above {where}: the training loop adds time per step that "
+            f"step timing does not see (python -m bench explain RUN_DIR splits it); if intended, {UPDATE_HINT}"]
+
+
 def check_cost(measured: dict[str, float], baseline: dict[str, float]) -> list[str]:
     errors = []
     for key, value in measured.items():
@@ -401,9 +474,11 @@ def check_speed(reports: dict[str, SpeedReport], entry: dict) -> list[str]:
     return errors
 
 
-def new_entry(reports: dict[str, SpeedReport], note: str = "") -> dict:
+def new_entry(reports: dict[str, SpeedReport], note: str = "", whole: dict | None = None) -> dict:
     fp = next(iter(reports.values())).fingerprint
     return {"fingerprint": fp, "note": note, "settings": CI_SPEED,
+            **({"whole_run": {"ratio": whole["ratio"], "measured_seconds": whole["measured_seconds"],
+                              "predicted_seconds": whole["predicted_seconds"], "settings": CI_WHOLE}} if whole else {}),
             "speed": {a: {"interleaved_speedup": r.interleaved_speedup, "speedup": r.speedup,
                           "flop_ideal_speedup": r.flop_ideal_speedup,
                           "stage_rel_step_time": r.stage_rel_step_time}

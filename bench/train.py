@@ -238,13 +238,28 @@ def grow(method, ctx):
 LOADED_SHARE = 0.85  # a run got less than this share of its threads' CPU time: another process competed
 
 
-def machine_load(wall: float, cpu: float, threads: int) -> dict:
+OTHERS_LOADED = 0.5  # cores other processes kept busy in an epoch that make it "loaded"
+
+
+def loaded(load: dict) -> bool:
+    """An epoch's load record says another process competed: by the cores other processes kept busy where
+    recorded (the own CPU share of several threads falls alone too, in the serial parts), else by the share."""
+    if load.get("others_cores") is not None:
+        return load["others_cores"] >= OTHERS_LOADED
+    return load.get("cpu_share") is not None and load["cpu_share"] < LOADED_SHARE
+
+
+def machine_load(wall: float, cpu: float, threads: int, machine_busy: float | None = None) -> dict:
     """How busy the machine was during an epoch, so that timings taken under load can be flagged:
-    the 1-minute load average against the core count, and ``cpu_share``, the CPU seconds this process
+    the 1-minute load average against the core count; ``cpu_share``, the CPU seconds this process
     got per wall second and thread (near 1 alone on the cores it uses, about 1/2 when another busy
-    process shares them)."""
+    process shares them); ``others_cores``, how many cores other processes kept busy on the whole machine
+    (``machine_busy``: the machine's busy CPU seconds over the epoch; a process on another core shares
+    the memory bus and the last-level cache, so a run timed "alone" needs it near 0)."""
+    others = max(0.0, machine_busy - cpu) / wall if machine_busy is not None and wall > 0 else None
     return {"loadavg_1m": round(os.getloadavg()[0], 2), "cores": os.cpu_count(),
-            "cpu_share": round(cpu / (wall * threads), 3) if wall > 0 else None}
+            "cpu_share": round(cpu / (wall * threads), 3) if wall > 0 else None,
+            "others_cores": round(others, 3) if others is not None else None}
 
 
 def planned_costs(live: "Live") -> list[int]:
@@ -548,7 +563,7 @@ def _run(spec: RunSpec, rd: RunDir, progress: bool | None, log, world: World = S
     costs, first, t_loop, warned = planned_costs(live), st.epoch, time.perf_counter(), False
 
     for epoch in range(st.epoch, spec.epochs):
-        t_epoch, cpu_epoch = time.perf_counter(), time.process_time()
+        t_epoch, cpu_epoch, busy_epoch = time.perf_counter(), time.process_time(), hardware.machine_busy_seconds()
         event = grow_if_due(live, st, epoch)
         with live.timer.section("data"):
             prepare_epoch(live, epoch)
@@ -558,7 +573,9 @@ def _run(spec: RunSpec, rd: RunDir, progress: bool | None, log, world: World = S
         st.epoch = epoch + 1
         live.timer.totals["wall"] += time.perf_counter() - t_epoch  # the epoch without its checkpoint write
         row = account(live, st, epoch, event, train_loss, lr, test_loss, test_acc)
-        row["load"] = machine_load(time.perf_counter() - t_epoch, time.process_time() - cpu_epoch, threads)
+        busy_now = hardware.machine_busy_seconds()
+        row["load"] = machine_load(time.perf_counter() - t_epoch, time.process_time() - cpu_epoch, threads,
+                                   busy_now - busy_epoch if busy_now is not None and busy_epoch is not None else None)
         row["layers"] = layers
         if world.several:
             check_replicas(live, epoch)
@@ -572,11 +589,13 @@ def _run(spec: RunSpec, rd: RunDir, progress: bool | None, log, world: World = S
         log(f"[{rd.path.name}] epoch {epoch + 1}/{spec.epochs} stage {st.stage} loss {train_loss:.4f} "
             f"test_acc {test_acc:.4f} lr {lr:.4g} ({time.perf_counter() - t_epoch:.1f}s; "
             f"{pace(costs, first, epoch, time.perf_counter() - t_loop)})")
-        share = row["load"]["cpu_share"]
-        if share is not None and share < LOADED_SHARE and not warned:
+        share, others = row["load"]["cpu_share"], row["load"]["others_cores"]
+        if loaded(row["load"]) and not warned:
             warned = True
-            log(f"[{rd.path.name}] the machine is loaded: this run got {share:.0%} of its {threads} thread(s)' CPU "
-                "time in that epoch, so its timings will not mean much (on a busy machine --threads 1 is better)")
+            log(f"[{rd.path.name}] the machine is loaded: " + (
+                f"other processes kept {others:.1f} cores busy" if others is not None else
+                f"this run got {share:.0%} of its {threads} thread(s)' CPU time") +
+                " in that epoch, so its timings will not mean much (on a busy machine --threads 1 is better)")
 
     tracker.close()
     result = build_result(live, st, data_source, mode, setup_seconds)

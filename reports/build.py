@@ -13,20 +13,23 @@ from bench.records import umask
 import pandas as pd
 
 from reports import claims, figures, paper, tables
-from reports.load import load_runs
+from reports.load import load_runs, split_timed
 
 MARKER = ".growbench-report"  # in every report folder: the only folders a build replaces
 REPORT_FILES = {MARKER, "report.md", "index.html", "tables", "figures"}  # all a build writes at the top
 ROOT = Path(__file__).resolve().parents[1]
 # the published report (docs/report/, `make report-reference`) is built from these committed run folders: the
-# quick preset's sweeps, the paper-protocol campaign and the language model's campaign
+# quick preset's sweeps, the paper-protocol campaign and the language model's campaign, and every wall-clock
+# sitting under REFERENCE_SITTINGS (bench/wallclock.py; its runs give the report's times)
 REFERENCE_RESULTS = ("results/reference/quick", "results/reference/paper", "results/reference/lm_quick")
+REFERENCE_SITTINGS = "results/reference/wallclock"
 
 
 def reference_results(root: Path = ROOT) -> list[Path]:
     """The reference folders under ``root`` that hold runs (a campaign's folder appears with its first
-    finished run)."""
-    return [root / d for d in REFERENCE_RESULTS if any((root / d).glob("*/config.json"))]
+    finished run; a sitting's with its first)."""
+    sittings = sorted(p for p in (root / REFERENCE_SITTINGS).glob("*") if p.is_dir())
+    return [p for p in [*(root / d for d in REFERENCE_RESULTS), *sittings] if any(p.glob("*/config.json"))]
 
 
 class ReportError(ValueError):
@@ -108,8 +111,10 @@ def caveats(results_dir, runs, incomplete, smoke: int, include_smoke: bool, sour
                  "interval, \"differs from paper\" when not; only with at least 3 seeds on both sides (else \"n too "
                  "small\"), never for smoke runs. Protocols differ from the paper's unless they say 100 / 200 "
                  "epochs on all images: the paper's column is a reference point, not a target at these budgets.")
-    notes.append("Wall-clock: speed-ups only between runs of one hardware label, thread count and mode; a speed-up "
-                 "whose runs had competition for their cores is flagged in the timing column.")
+    notes.append("Wall-clock: speed-ups only between runs of one hardware label, thread count and mode; for a "
+                 "setting and protocol with wall-clock sittings (`python -m bench wallclock`: back to back, alone) from their runs "
+                 "only, else from every run, a speed-up whose runs had competition for their cores flagged in the "
+                 "timing column.")
     return notes
 
 
@@ -129,6 +134,19 @@ def provenance(runs, results) -> list[str]:
             f"Code: growbench commit{'s' if len(commits) > 1 else ''} {', '.join(c[:10] for c in commits)} "
             "(each run's in its result.json).",
             "Every cell's runs: the tables' CSV (run_ids, config_hashes) and the list at the end."]
+
+
+def sittings(runs) -> list[str]:
+    """The wall-clock sittings the times come from (bench/wallclock.py), one line."""
+    if runs.empty or "sitting" not in runs or not (runs.sitting != "").any():
+        return []
+    timed = runs[runs.sitting != ""]
+    parts = [f"{name} ({len(g)} runs of {', '.join(sorted(set(g.setting)))} on machine "
+             f"{', '.join(sorted(set(g.machine)))}, {int((g.load == '').sum())} alone)"
+             for name, g in timed.groupby("sitting", sort=True)]
+    return ["Wall-clock sittings (`python -m bench wallclock`: runs back to back, alone, in one process; for "
+            "their setting and protocol the wall-clock table and claim 3 take their times only, never their "
+            "accuracies; other settings and protocols are timed from their other runs): " + "; ".join(parts) + "."]
 
 
 def heading(w: tables.Wide) -> str:
@@ -198,20 +216,23 @@ def _build(results_dir: list[Path], out: Path, include_smoke: bool = False) -> d
         runs = runs.assign(protocol=[("SMOKE (not a result): " if s else "") + p for p, s in zip(runs.protocol, runs.smoke)])
     elif smoke:
         runs = runs[~runs.smoke.astype(bool)]
-    made = {"tables": {}, "figures": [], "sections": []}
+    every = runs
+    runs, timed = split_timed(runs)  # a wall-clock sitting's runs give the times, the others the accuracies
+    made = {"tables": {}, "figures": [], "sections": [], "every": every}
     sources = sorted(set(runs.data_source)) if not runs.empty else []
     notes = caveats(results_dir, runs, incomplete, smoke, include_smoke, sources)
-    made["notes"], made["provenance"] = notes, provenance(runs, results)
+    made["notes"], made["provenance"] = notes, provenance(runs, results) + sittings(every)
     md = ["# growbench report", ""] + [x for n in notes for x in (n, "")]
-    made["claims"] = claims.claims(runs) if not runs.empty else claims.claims(pd.DataFrame(columns=runs.columns))
+    made["claims"] = claims.claims(runs, timed) if not runs.empty else claims.claims(pd.DataFrame(columns=runs.columns))
     (out / "tables" / "claims.csv").write_text(tables.to_csv(made["claims"]))
     named = claim_machines(made["claims"]) if len(made["claims"]) else set()
-    made["claims_machines"] = machine_legend(runs, named) if named else ""
+    made["claims_machines"] = machine_legend(every, named) if named else ""
     md += ["## The paper's claims, as measured", "", f"Paper: {claims.CITATION}.", "",
            tables.to_markdown(made["claims"]) if len(made["claims"]) else "No runs of the claims' settings yet.", ""]
     md += [made["claims_machines"], ""] if made["claims_machines"] else []
     for name, table in tables.TABLES.items():
-        caption, df = table.caption, table.build(runs[runs.kind == table.kind] if not runs.empty else runs)
+        source = timed if name == "wallclock" else runs
+        caption, df = table.caption, table.build(source[source.kind == table.kind] if not source.empty else source)
         (out / "tables" / f"{name}.csv").write_text(tables.to_csv(df))  # every cell's numbers and runs
         made["tables"][name] = df
         shaped = table.display(df)
@@ -227,7 +248,7 @@ def _build(results_dir: list[Path], out: Path, include_smoke: bool = False) -> d
             md += [heading(w) + ".", "", tables.wide_to_markdown(w.df), ""] + [f"{x}" for x in footnotes(name, w)] + [""]
         md += [x for x in after_tables(name, df) for x in (x, "")]
         if name == "wallclock" and (shaped or after_tables(name, df)):
-            md += [machine_legend(runs, timed_machines(df)), ""]
+            md += [machine_legend(every, timed_machines(df)), ""]
     images = runs[runs.kind == "image"] if not runs.empty else runs
     figs = out / "figures"
     if not images.empty:
@@ -241,8 +262,8 @@ def _build(results_dir: list[Path], out: Path, include_smoke: bool = False) -> d
     md += ["## How these were run", ""] + [f"- {x}" for x in made["provenance"]] + [""]
     md += ["## Figures", ""] + [f"![{p.stem}](figures/{p.name})" for p in made["figures"] if p.suffix == ".png"]
     md += ["", "## Runs behind the cells", "", tables.to_markdown(
-        runs[["run_id", "config_hash", "method", "setting", "protocol", "seed", "acc", "device", "mode"]]
-        .assign(acc=runs["acc"].round(2)), drop=()) if not runs.empty else "none", ""]
+        every[["run_id", "config_hash", "method", "setting", "protocol", "seed", "acc", "device", "mode", "sitting"]]
+        .assign(acc=every["acc"].round(2)), drop=()) if not every.empty else "none", ""]
     md += ["## Failed or unfinished runs", "", tables.to_markdown(incomplete, drop=()) if not incomplete.empty
            else "none", ""]
     (out / "report.md").write_text("\n".join(md))
@@ -297,7 +318,7 @@ def _html(made, runs, incomplete, sources, out_dir: Path) -> str:
             parts.append(f"<p>{html.escape(empty_note(name, made['tables'][name]))}</p>")
         parts += [f"<p class='foot'>{_md_inline(x)}</p>" for x in after_tables(name, made["tables"][name])]
         if name == "wallclock" and (shaped or after_tables(name, made["tables"][name])):
-            legend = machine_legend(runs, timed_machines(made["tables"][name]))
+            legend = machine_legend(made["every"], timed_machines(made["tables"][name]))
             parts.append(f"<p class='foot'>{_md_inline(legend)}</p>")
         parts.append(_cell_runs(made["tables"][name]))
         parts.append(f"<p>Download: <a href='tables/{name}.csv'>CSV (every cell, its runs)</a>"

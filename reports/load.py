@@ -35,16 +35,22 @@ def is_smoke(config: dict) -> bool:
     return 0 < config.get("train_subset", 0) <= 1024
 
 
-from bench.train import LOADED_SHARE  # noqa: E402  (the loop warns at the same share)
+from bench.train import LOADED_SHARE, OTHERS_LOADED  # noqa: E402  (the loop warns at the same load)
 
 
 def machine_load(history: list[dict]) -> str:
     """How busy the machine was while a run trained (the loop's per-epoch load record): "" if it had its
-    cores, "loaded (...)" if another process took a share of them, "no load record" for older runs."""
-    shares = [h["load"]["cpu_share"] for h in history if h.get("load", {}).get("cpu_share") is not None]
-    if not shares:
+    cores, "loaded (...)" if another process took a share of them, "no load record" for older runs. Where
+    the record has the cores other processes kept busy, that decides (a run of several threads gets less
+    than all their CPU time alone too); older records have only the run's own CPU share."""
+    loads = [h["load"] for h in history if h.get("load", {}).get("cpu_share") is not None]
+    if not loads:
         return "no load record"
-    mean = sum(shares) / len(shares)
+    others = [ld["others_cores"] for ld in loads if ld.get("others_cores") is not None]
+    if len(others) == len(loads):
+        mean = sum(others) / len(others)
+        return f"loaded (others kept {mean:.2f} cores busy)" if mean >= OTHERS_LOADED else ""
+    mean = sum(ld["cpu_share"] for ld in loads) / len(loads)
     return f"loaded (CPU share {mean:.2f})" if mean < LOADED_SHARE else ""
 
 
@@ -178,10 +184,23 @@ def load_runs(results_dir: str | Path | list) -> tuple[pd.DataFrame, pd.DataFram
     for r in done:
         r["machine"] = names[r["device"]]
     cols_done = ["run_id", "method", "grows", "uses_lra", "smoke", "arch", "dataset", "setting", "protocol", "seed", "config_hash", "data_source",
-                 "acc", "best_acc", "val_loss", "kind", "cost", "cost_overhead", "train_seconds", "total_seconds", "device", "machine", "mode", "params", "load", "moved", "preset", "epochs", "images_seen"]
+                 "acc", "best_acc", "val_loss", "kind", "cost", "cost_overhead", "train_seconds", "total_seconds", "device", "machine", "mode", "params", "load", "sitting", "moved", "preset", "epochs", "images_seen"]
     cols_other = ["run_id", "method", "arch", "dataset", "setting", "protocol", "seed", "state", "epochs_done", "epochs"]
     return (pd.DataFrame(done, columns=cols_done), pd.DataFrame(other, columns=cols_other).astype(object).fillna(""),
             results)
+
+
+def split_timed(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(runs for accuracy, runs for wall-clock): a wall-clock sitting's runs (bench/wallclock.py) repeat other
+    runs' ids and accuracies and exist for their times, so they are never averaged into accuracies, and for a
+    setting (arch/dataset) and protocol with sitting runs they alone give the times; the others keep every
+    run's time, flagged by its load record."""
+    if runs.empty or "sitting" not in runs:
+        return runs, runs
+    timed = runs[runs.sitting != ""]
+    main = runs[runs.sitting == ""]
+    covered = set(zip(timed.setting, timed.protocol))
+    return main, pd.concat([timed, main[[k not in covered for k in zip(main.setting, main.protocol)]]])
 
 
 def _load_one(cfg_path: Path, done: list, other: list, results: dict) -> None:
@@ -221,7 +240,11 @@ def _load_one(cfg_path: Path, done: list, other: list, results: dict) -> None:
                            + (f", {r['world_size']} processes" if r.get("world_size", 1) > 1 else ""),
                  "mode": mode.get("label", f"{mode['precision']}{'/cl' if mode['channels_last'] else ''}")
                          + f"{'/compile' if mode['compile'] else ''}{'/det' if mode['deterministic'] else ''}",
-                 "params": r["final_params"], "load": machine_load(r.get("epochs", [])),
+                 "params": r["final_params"],
+                 # a run of a wall-clock sitting (bench/wallclock.py) is judged by the sitting's own rule
+                 "load": (("" if r["wallclock"]["alone"] else f"not alone: {r['wallclock']['why']}")
+                          if "wallclock" in r else machine_load(r.get("epochs", []))),
+                 "sitting": r.get("wallclock", {}).get("sitting", ""),
                  # the training budget: images trained on over the run (steps x batch, every epoch)
                  "images_seen": sum(h.get("steps", 0) * h.get("batch_size", 0) for h in r.get("epochs", [])),
                  # resumed on another machine (bench/campaign.py): its times mix machines, never a speed-up

@@ -173,9 +173,10 @@ def test_commit_subjects_stay_under_72_characters():
 def test_a_run_landing_in_the_reference_folder_rebuilds_the_published_report(tmp_path, monkeypatch):
     """CI compares docs/report with results/reference/: a campaign that adds a run there must commit the
     rebuilt report with it, or main goes red until someone remembers make report-reference."""
-    calls = []
-    monkeypatch.setattr(campaign.subprocess, "run",
-                        lambda cmd, **kw: calls.append(cmd) or subprocess.CompletedProcess(cmd, 0, "", ""))
+    calls, envs = [], []
+    monkeypatch.setattr(campaign.subprocess, "run", lambda cmd, **kw: calls.append(cmd) or envs.append(kw.get("env"))
+                        or subprocess.CompletedProcess(cmd, 0, "", ""))
+    monkeypatch.setenv("PYTHONPATH", "/frozen/campaign-code")  # a campaign run from a frozen copy of the code
     monkeypatch.chdir(tmp_path)
     (tmp_path / "docs" / "report").mkdir(parents=True)
     assert campaign.rebuild_published_report(tmp_path / "elsewhere", log=lambda m: None) == []
@@ -184,6 +185,8 @@ def test_a_run_landing_in_the_reference_folder_rebuilds_the_published_report(tmp
     done.mkdir(parents=True)
     assert campaign.rebuild_published_report(done, log=lambda m: None) == [campaign.PUBLISHED_REPORT]
     assert calls[0][-5:] == ["-m", "reports", "--reference", "--out", "docs/report"]
+    # with the checkout's report code (what CI rebuilds with), not the frozen copy the campaign runs
+    assert "-P" not in calls[0] and "PYTHONPATH" not in envs[0]
 
     failing = lambda cmd, **kw: subprocess.CompletedProcess(cmd, 1, "", "ReportError: broken\n")  # noqa: E731
     monkeypatch.setattr(campaign.subprocess, "run", failing)

@@ -101,3 +101,37 @@ def test_entries_are_found_by_fingerprint(reports):
     assert speed.find_entry({"hardware": [other]}, fp) is None
     partial = {**entry, "fingerprint": {k: (None if k == "model" else v) for k, v in fp.items()}}
     assert speed.find_entry({"hardware": [partial]}, fp) is partial
+
+
+@pytest.fixture(scope="module")
+def whole(cifar_dir, tmp_path_factory):
+    """The gate's short grown run, trained in a fresh process, and its step-time prediction (another one)."""
+    work = tmp_path_factory.mktemp("whole")
+    result = speed.train_whole(str(cifar_dir), str(work / "run"))
+    return result, speed.predict_whole(str(cifar_dir), str(work))
+
+
+def test_whole_run_takes_what_its_step_times_predict(benchmark, whole):
+    """A whole run's training time over what its schedule's step times predict, against this hardware's entry
+    (or WHOLE_MAX): catches time the training loop adds per step."""
+    result, prediction = whole
+    measured = benchmark.pedantic(lambda: speed.whole_ratio(result, prediction), rounds=1, iterations=1)
+    benchmark.extra_info.update({k: v for k, v in measured.items() if k != "fingerprint"})
+    entry = speed.find_entry(BASELINE, measured["fingerprint"])
+    print(f"\nwhole run: training {measured['measured_seconds']:.1f} s, predicted {measured['predicted_seconds']:.1f} s "
+          f"from step times: {measured['ratio']:.3f}x (entry: {(entry or {}).get('whole_run', {}).get('ratio')})")
+    errors = speed.check_whole(measured, entry)
+    assert not errors, "\n".join(errors)
+
+
+def test_a_slower_training_loop_fails_the_whole_run_check(whole, cifar_dir, tmp_path):
+    """Every backward pass of the run made to wait as long as a step takes on average: the check fails, against
+    this hardware's entry and without one."""
+    result, prediction = whole
+    steps = sum(h["steps"] for h in result["epochs"])
+    env = {"PYTHONPATH": str(REPO / "tests" / "slow_loop"),
+           "GROWBENCH_SLOW_STEP_S": str(prediction["grown_seconds"] / steps)}
+    slow = speed.whole_ratio(speed.train_whole(str(cifar_dir), str(tmp_path / "run"), env=env), prediction)
+    entry = speed.find_entry(BASELINE, slow["fingerprint"])
+    assert speed.check_whole(slow, entry) and speed.check_whole(slow, None), slow
+    assert slow["ratio"] > 1.6 * speed.whole_ratio(result, prediction)["ratio"]
