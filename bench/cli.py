@@ -244,7 +244,7 @@ def cmd_gate(args) -> int:
         import tempfile
 
         with tempfile.TemporaryDirectory() as tmp:
-            whole = speed.whole_ratio(speed.train_whole(args.data_dir, tmp), speed.predict_whole(args.data_dir, tmp))
+            whole = speed.whole_ratio(speed.train_whole(args.data_dir, tmp), speed.predict_whole(args.data_dir))
         print(f"whole run: training {whole['measured_seconds']:.1f} s, predicted from step times "
               f"{whole['predicted_seconds']:.1f} s: {whole['ratio']:.3f}x")
     reports = speed.ci_speed_reports()

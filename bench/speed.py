@@ -387,16 +387,26 @@ def train_whole(data_dir: str, work_dir: str, env: dict | None = None) -> dict:
     return json.loads(found[0].read_text())
 
 
-def predict_whole(data_dir: str, work_dir: str) -> dict:
-    """bench/speed.py's report for the CI_WHOLE schedule (1 thread), measured in a fresh process."""
+def measure_in_fresh_process(flags: list[str]) -> dict:
+    """``python -m bench speed FLAGS`` (one arch) in a fresh process, its report as a dict (SpeedReport.as_dict):
+    a process that has stepped models of many widths runs the full width slower, so a prediction for a whole
+    run is measured in one that has stepped none."""
     import subprocess
     import sys
+    import tempfile
     from pathlib import Path
 
-    out = Path(work_dir) / "prediction.json"
-    subprocess.run([sys.executable, "-m", "bench", "speed", *_whole_flags(data_dir)[:-2], "--rounds", "3",
-                    "--steps", "5", "--bench-threads", "1", "--json", str(out)], check=True, capture_output=True)
-    return next(b for b in json.loads(out.read_text())["benchmarks"] if b["group"] == "speedup")["extra_info"]
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "speed.json"
+        subprocess.run([sys.executable, "-m", "bench", "speed", *flags, "--json", str(out)], check=True,
+                       capture_output=True)
+        return next(b for b in json.loads(out.read_text())["benchmarks"] if b["group"] == "speedup")["extra_info"]
+
+
+def predict_whole(data_dir: str) -> dict:
+    """bench/speed.py's report for the CI_WHOLE schedule (1 thread), measured in a fresh process."""
+    return measure_in_fresh_process([*_whole_flags(data_dir)[:-2], "--rounds", "3", "--steps", "5",
+                                     "--bench-threads", "1"])
 
 
 def whole_ratio(result: dict, prediction: dict) -> dict:

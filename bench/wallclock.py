@@ -15,19 +15,16 @@ and predicted speed-ups side by side.
 """
 from __future__ import annotations
 
-import json
 import shutil
 import socket
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 
 from bench import config, hardware
 from bench.config import ConfigError, RunSpec
 from bench.records import RunDir, read_json, write_json
+from bench.speed import measure_in_fresh_process
 
 SUITE = "wallclock"
 SITTING = "sitting.json"
@@ -65,6 +62,11 @@ def plan(archs: list[str] | None, seeds: list[int] | None, preset: str | None, o
     order = archs or known
     entry = {config.run_id(s): i for i, s in enumerate(specs)}
     return sorted(chosen, key=lambda s: (order.index(s.arch), s.seed, entry[config.run_id(s)]))
+
+
+def label(spec: RunSpec) -> str:
+    """The method as the report names it (reports.load.method_label): batch-size adaptation is a variant."""
+    return spec.method + ("+ba" if spec.growth.batch_adapt else "")
 
 
 def machine_label() -> str:
@@ -131,10 +133,9 @@ def run_sitting(archs, seeds, preset, overrides: dict, out_dir: str | None, allo
     summary = summarize(folder, specs)
     if predict:
         for sp in specs:
-            label = sp.method + ("+ba" if sp.growth.batch_adapt else "")
-            if sp.seed == specs[0].seed and label in summary.get(sp.arch, {}).get("speedups", {}):
-                log(f"predicting {sp.arch} {label} from step times (bench/speed.py, a fresh process)")
-                summary[sp.arch].setdefault("predicted", {})[label] = prediction(sp, threads, rounds, steps)
+            if sp.seed == specs[0].seed and label(sp) in summary.get(sp.arch, {}).get("speedups", {}):
+                log(f"predicting {sp.arch} {label(sp)} from step times (bench/speed.py, a fresh process)")
+                summary[sp.arch].setdefault("predicted", {})[label(sp)] = prediction(sp, threads, rounds, steps)
     record["summary"] = summary
     record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     write_json(folder / SITTING, record)
@@ -151,50 +152,44 @@ def summarize(folder: Path, specs: list[RunSpec]) -> dict:
     out: dict[str, dict] = {}
     for spec in specs:
         r = RunDir(folder / config.run_id(spec)).result()
-        label = spec.method + ("+ba" if spec.growth.batch_adapt else "")
         a = out.setdefault(spec.arch, {"seconds": {}, "speedups": {}, "left_out": []})
         if not r["wallclock"]["alone"]:
-            a["left_out"].append(f"{label} s{spec.seed}: {r['wallclock']['why']}")
+            a["left_out"].append(f"{label(spec)} s{spec.seed}: {r['wallclock']['why']}")
             continue
-        a["seconds"].setdefault(label, {})[str(spec.seed)] = r["times"]["train_seconds"] + r["times"]["growth_seconds"]
+        a["seconds"].setdefault(label(spec), {})[str(spec.seed)] = r["times"]["train_seconds"] + r["times"]["growth_seconds"]
     for a in out.values():
         base = a["seconds"].get(large, {})
-        for label, per_seed in a["seconds"].items():
-            if label != large:
-                a["speedups"][label] = {s: base[s] / t for s, t in per_seed.items() if s in base}
+        for method, per_seed in a["seconds"].items():
+            if method != large:
+                a["speedups"][method] = {s: base[s] / t for s, t in per_seed.items() if s in base}
     return out
 
 
 def prediction(spec: RunSpec, threads: int, rounds: int, steps: int) -> dict:
     """The step-time prediction of ``spec``'s speed-up over the large model (its arch, preset, precision and batch
-    adaptation), measured in a fresh process (one that stepped many widths runs the full width slower:
-    docs/measurements.md)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "speed.json"
-        cmd = [sys.executable, "-m", "bench", "speed", "--preset", spec.preset or "quick", "--arch", spec.arch,
-               "--rounds", str(rounds), "--steps", str(steps), "--bench-threads", str(threads),
-               "--precision", spec.precision, "--method", spec.method,
-               "--growth.batch-adapt", str(spec.growth.batch_adapt).lower(), "--json", str(out)]
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-        b = next(x for x in json.loads(out.read_text())["benchmarks"] if x["group"] == "speedup")["extra_info"]
+    adaptation), measured in a fresh process."""
+    flags = ["--preset", spec.preset or "quick", "--arch", spec.arch, "--rounds", str(rounds), "--steps", str(steps),
+             "--bench-threads", str(threads), "--precision", spec.precision, "--method", spec.method,
+             "--growth.batch-adapt", str(spec.growth.batch_adapt).lower()]
+    b = measure_in_fresh_process(flags)
     return {"speedup": b["speedup"], "interleaved_speedup": b["interleaved_speedup"],
             # per stage, what the run's own account (result.json "accounting") is compared with
             **{k: b[k] for k in ("stage_step_seconds", "stage_batch", "full_step_seconds", "growth_seconds",
                                  "grown_seconds", "large_seconds")},
-            "command": " ".join(["python", *cmd[1:-2]])}
+            "command": " ".join(["python -m bench speed", *flags])}
 
 
 def text(summary: dict) -> str:
     lines = []
     for arch, a in summary.items():
-        for label, per_seed in a["speedups"].items():
+        for method, per_seed in a["speedups"].items():
             if not per_seed:
                 continue
             vals = list(per_seed.values())
             mean = statistics.mean(vals)
-            line = (f"{arch} {label}: speed-up over large {mean:.3f}x"
+            line = (f"{arch} {method}: speed-up over large {mean:.3f}x"
                     + (f" +- {statistics.stdev(vals):.3f}" if len(vals) > 1 else "") + f" ({len(vals)} seed(s))")
-            p = a.get("predicted", {}).get(label)
+            p = a.get("predicted", {}).get(method)
             if p:
                 line += f"; predicted from step times {p['speedup']:.3f}x: measured / predicted {mean / p['speedup']:.3f}"
             lines.append(line)

@@ -108,7 +108,7 @@ def whole(cifar_dir, tmp_path_factory):
     """The gate's short grown run, trained in a fresh process, and its step-time prediction (another one)."""
     work = tmp_path_factory.mktemp("whole")
     result = speed.train_whole(str(cifar_dir), str(work / "run"))
-    return result, speed.predict_whole(str(cifar_dir), str(work))
+    return result, speed.predict_whole(str(cifar_dir))
 
 
 def test_whole_run_takes_what_its_step_times_predict(benchmark, whole):
