@@ -78,14 +78,14 @@ def plan(suite: str, preset: str | None, work_dir: str, overrides: dict) -> list
 
 
 def check_precision(specs: list[RunSpec]) -> None:
-    """bf16 pinned on a CPU that emulates it runs about 10x slower: refuse rather than burn days."""
+    """bf16 pinned on a CPU that emulates it runs 3-30x slower: refuse rather than burn days."""
     import torch
 
     if any(s.precision == "bf16" and s.device != "cuda" for s in specs) and not torch.cuda.is_available():
         native, why = hardware.native_bf16(torch.device("cpu"))
         if not native:
             raise ConfigError(f"precision: the campaign's runs are pinned to bf16, and this CPU emulates it ({why}): "
-                              "about 10x slower; continue it on a CPU with native bf16 (AVX-512-BF16 or AMX)")
+                              "3-30x slower than fp32; continue it on a CPU with native bf16 (AVX-512-BF16 or AMX)")
 
 
 @dataclass

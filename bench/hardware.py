@@ -6,7 +6,8 @@
            running one small bf16 convolution with oneDNN's verbose log on and reading the kernel it
            chose: the CPU flags alone do not say what oneDNN will use (``ONEDNN_MAX_CPU_ISA`` can cap
            it, and ``torch.ops.mkldnn._is_mkldnn_bf16_supported`` is true on any AVX-512 CPU, where
-           bf16 is emulated). Without native kernels bf16 is emulated, about 10x slower than fp32.
+           bf16 is emulated). Without native kernels bf16 is emulated: 2.7x slower than fp32 on an AVX-512
+           Xeon, 9-30x on AVX2 (docs/measurements.md).
 ``channels_last: auto``  on the CPU always: oneDNN's convolutions are faster in channels_last in fp32
     and in native bf16 (measured on AVX2, AVX-512-BF16 and AMX: docs/measurements.md); on CUDA with bf16 (tensor
     cores read NHWC), not in fp32.
@@ -143,7 +144,7 @@ def native_bf16(device: torch.device) -> tuple[bool, str]:
     if kernel and NATIVE_BF16.search(isa):
         return True, f"oneDNN runs bf16 convolutions natively ({kernel})"
     why = f"oneDNN's bf16 convolution is {kernel} (emulated)" if kernel else "oneDNN has no bf16 convolution kernel here"
-    return False, f"{why}: bf16 would be emulated, about 10x slower than fp32"
+    return False, f"{why}: bf16 would be emulated, 3-30x slower than fp32"
 
 
 def resolve_precision(requested: str, device: torch.device) -> tuple[str, str]:
@@ -240,16 +241,26 @@ def busy_cores(cores: list[int], seconds: float = 0.1) -> float:
     return busy
 
 
-def machine_busy_seconds() -> float | None:
-    """CPU seconds all processes have used on every core since boot (/proc/stat: all but idle and iowait);
-    None where it cannot be read. Its change over an epoch, less this process's own CPU time, is what
-    other processes took (bench/train.py machine_load: ``others_cores``)."""
+def machine_cpu_seconds() -> tuple[float, float] | None:
+    """(busy, steal): CPU seconds all processes have used on every core since boot (/proc/stat: all but idle
+    and iowait), and the part of them the hypervisor gave to other guests while this one's vCPUs were
+    runnable (steal: a noisy neighbour, invisible to ``ps``); None where it cannot be read. Their change over
+    an epoch, less this process's own CPU time, is what others took (bench/train.py machine_load)."""
     try:
         with open("/proc/stat") as f:
             v = [int(x) for x in f.readline().split()[1:]]
-        return (sum(v[:8]) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")  # user..steal; guest is inside user
+        tick = os.sysconf("SC_CLK_TCK")
+        return (sum(v[:8]) - v[3] - v[4]) / tick, v[7] / tick  # user..steal; guest is inside user
     except (OSError, ValueError, IndexError):
         return None
+
+
+def competition(load: dict, threads: int) -> str:
+    """What competed with a run in an epoch, in words, from its load record."""
+    if load.get("others_cores") is None:
+        return f"this run got {load['cpu_share']:.0%} of its {threads} thread(s)' CPU time"
+    stolen = f" ({load['steal_cores']:.2f} of them stolen by the hypervisor)" if load.get("steal_cores") else ""
+    return f"other processes kept {load['others_cores']:.2f} cores busy{stolen}"
 
 
 def threads_default(busy: float | None = None) -> int:

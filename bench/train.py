@@ -249,17 +249,20 @@ def loaded(load: dict) -> bool:
     return load.get("cpu_share") is not None and load["cpu_share"] < LOADED_SHARE
 
 
-def machine_load(wall: float, cpu: float, threads: int, machine_busy: float | None = None) -> dict:
+def machine_load(wall: float, cpu: float, threads: int, machine: tuple[float, float] | None = None) -> dict:
     """How busy the machine was during an epoch, so that timings taken under load can be flagged:
     the 1-minute load average against the core count; ``cpu_share``, the CPU seconds this process
     got per wall second and thread (near 1 alone on the cores it uses, about 1/2 when another busy
-    process shares them); ``others_cores``, how many cores other processes kept busy on the whole machine
-    (``machine_busy``: the machine's busy CPU seconds over the epoch; a process on another core shares
-    the memory bus and the last-level cache, so a run timed "alone" needs it near 0)."""
-    others = max(0.0, machine_busy - cpu) / wall if machine_busy is not None and wall > 0 else None
-    return {"loadavg_1m": round(os.getloadavg()[0], 2), "cores": os.cpu_count(),
-            "cpu_share": round(cpu / (wall * threads), 3) if wall > 0 else None,
-            "others_cores": round(others, 3) if others is not None else None}
+    process shares them); ``others_cores``, how many cores other processes or the hypervisor kept busy on
+    the whole machine, and ``steal_cores``, the hypervisor's part of it (``machine``: the machine's busy and
+    steal CPU seconds over the epoch; a process on another core shares the memory bus and the last-level
+    cache, and stolen time stops this run's threads, so a run timed "alone" needs both near 0)."""
+    load = {"loadavg_1m": round(os.getloadavg()[0], 2), "cores": os.cpu_count(),
+            "cpu_share": round(cpu / (wall * threads), 3) if wall > 0 else None, "others_cores": None}
+    if machine is not None and wall > 0:
+        load["others_cores"] = round(max(0.0, machine[0] - cpu) / wall, 3)
+        load["steal_cores"] = round(machine[1] / wall, 3)
+    return load
 
 
 def planned_costs(live: "Live") -> list[int]:
@@ -563,7 +566,7 @@ def _run(spec: RunSpec, rd: RunDir, progress: bool | None, log, world: World = S
     costs, first, t_loop, warned = planned_costs(live), st.epoch, time.perf_counter(), False
 
     for epoch in range(st.epoch, spec.epochs):
-        t_epoch, cpu_epoch, busy_epoch = time.perf_counter(), time.process_time(), hardware.machine_busy_seconds()
+        t_epoch, cpu_epoch, machine_epoch = time.perf_counter(), time.process_time(), hardware.machine_cpu_seconds()
         event = grow_if_due(live, st, epoch)
         with live.timer.section("data"):
             prepare_epoch(live, epoch)
@@ -573,9 +576,10 @@ def _run(spec: RunSpec, rd: RunDir, progress: bool | None, log, world: World = S
         st.epoch = epoch + 1
         live.timer.totals["wall"] += time.perf_counter() - t_epoch  # the epoch without its checkpoint write
         row = account(live, st, epoch, event, train_loss, lr, test_loss, test_acc)
-        busy_now = hardware.machine_busy_seconds()
+        machine_now = hardware.machine_cpu_seconds()
         row["load"] = machine_load(time.perf_counter() - t_epoch, time.process_time() - cpu_epoch, threads,
-                                   busy_now - busy_epoch if busy_now is not None and busy_epoch is not None else None)
+                                   (machine_now[0] - machine_epoch[0], machine_now[1] - machine_epoch[1])
+                                   if machine_now is not None and machine_epoch is not None else None)
         row["layers"] = layers
         if world.several:
             check_replicas(live, epoch)
@@ -589,13 +593,10 @@ def _run(spec: RunSpec, rd: RunDir, progress: bool | None, log, world: World = S
         log(f"[{rd.path.name}] epoch {epoch + 1}/{spec.epochs} stage {st.stage} loss {train_loss:.4f} "
             f"test_acc {test_acc:.4f} lr {lr:.4g} ({time.perf_counter() - t_epoch:.1f}s; "
             f"{pace(costs, first, epoch, time.perf_counter() - t_loop)})")
-        share, others = row["load"]["cpu_share"], row["load"]["others_cores"]
         if loaded(row["load"]) and not warned:
             warned = True
-            log(f"[{rd.path.name}] the machine is loaded: " + (
-                f"other processes kept {others:.1f} cores busy" if others is not None else
-                f"this run got {share:.0%} of its {threads} thread(s)' CPU time") +
-                " in that epoch, so its timings will not mean much (on a busy machine --threads 1 is better)")
+            log(f"[{rd.path.name}] the machine is loaded: {hardware.competition(row['load'], threads)} in that epoch, so its "
+                "timings will not mean much (on a busy machine --threads 1 is better)")
 
     tracker.close()
     result = build_result(live, st, data_source, mode, setup_seconds)

@@ -36,13 +36,14 @@ def alone(result: dict) -> tuple[bool, str]:
     """Whether a finished run had the machine to itself all along, and if not why (from its load records: the
     cores other processes kept busy, machine-wide; its own CPU share says little with several threads, whose
     serial parts leave threads idle on a machine alone)."""
-    others = [h.get("load", {}).get("others_cores") for h in result.get("epochs", [])]
-    if not others or None in others:
+    loads = [h.get("load", {}) for h in result.get("epochs", [])]
+    if not loads or any(ld.get("others_cores") is None for ld in loads):
         return False, "no record of other processes' load in every epoch"
     if result.get("resumed_at_epochs"):
         return False, f"resumed at epochs {result['resumed_at_epochs']}"
-    if max(others) > OTHERS_MAX:
-        return False, f"other processes kept {max(others):.2f} cores busy in an epoch"
+    worst = max(loads, key=lambda ld: ld["others_cores"])
+    if worst["others_cores"] > OTHERS_MAX:
+        return False, f"{hardware.competition(worst, 0)} in an epoch"
     return True, ""
 
 

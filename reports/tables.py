@@ -42,19 +42,33 @@ def seed_stats(runs: pd.DataFrame) -> pd.DataFrame:
 
 def speedups(runs: pd.DataFrame) -> pd.DataFrame:
     """Mean training seconds per method and the speed-up over the large model, only between runs on
-    the same device and mode (and setting, protocol)."""
+    the same device and mode (and setting, protocol). A wall-clock sitting's run that was not alone is left
+    out (the protocol's rule: bench/wallclock.py) and named in ``left_out``; other runs' competition flags
+    their whole group (``timing``)."""
     if runs.empty:
         return pd.DataFrame()
     keys = ["setting", "protocol", "data_source", "device", "mode"]
     runs = runs if "load" in runs else runs.assign(load="no load record")
     if "moved" in runs:  # a run that moved between machines has no one machine's time
         runs = runs[~runs.moved.astype(bool)]
-        if runs.empty:
-            return pd.DataFrame()
+    if "sitting" in runs:
+        out = (runs.sitting != "") & (runs.load != "")
+        dropped, runs = runs[out], runs[~out]
+    else:
+        dropped = runs.iloc[:0]
+    if runs.empty:
+        return pd.DataFrame()
     t = runs.groupby(keys + ["method"], sort=True).agg(
         seconds=("train_seconds", "mean"), sd=("train_seconds", "std"), n=("train_seconds", "size"),
         load=("load", lambda s: "; ".join(sorted({v for v in s if v}))))
     t = t.reset_index()
+    left = {k: "; ".join(f"seed {r.seed}: {r.load}" for r in g.itertuples())
+            for k, g in dropped.groupby(keys + ["method"], sort=True)}
+    t["left_out"] = [left.pop(tuple(getattr(r, c) for c in keys + ["method"]), "") for r in t.itertuples()]
+    # a method all of whose sitting runs were left out keeps a row of no time, saying why
+    gone = [dict(zip(keys + ["method"], k), seconds=float("nan"), sd=float("nan"), n=0, load="", left_out=v)
+            for k, v in left.items()]
+    t = pd.concat([t, pd.DataFrame(gone)], ignore_index=True) if gone else t
     large = t[t.method == target_method()].set_index(keys)
     speed, spread, flags = [], [], []
     for r in t.itertuples():
@@ -238,15 +252,16 @@ def wallclock_table(runs) -> pd.DataFrame:
                          "machine": machine.get(device, ""), "mode": mode, "method": m,
                          "train_seconds": (_fmt(float(t.seconds.iloc[0]), 1)
                                            + (f" +- {_fmt(float(t.sd.iloc[0]), 1)}" if int(t.n.iloc[0]) > 1 else ""))
-                                          if len(t) else NOT_RUN,
+                                          if len(t) and t.n.iloc[0] else NOT_RUN,
                          "n": int(t.n.iloc[0]) if len(t) else 0,
                          "speedup": (_fmt(float(t.speedup.iloc[0]), 3) + "x"
                                      + (f" +- {_fmt(float(t.speedup_sd.iloc[0]), 3)}" if not math.isnan(t.speedup_sd.iloc[0])
                                         else "")) if len(t) and not math.isnan(t.speedup.iloc[0]) else
-                                    ("no large run here" if len(t) else NOT_RUN),
+                                    ("no large run here" if len(t) and t.n.iloc[0] else NOT_RUN),
                          # a speed-up is only as good as the quiet of the machine: flagged when either run had
                          # competition for its cores, or carries no load record
                          "timing": t.timing.iloc[0] if len(t) else "",
+                         "left_out": t.left_out.iloc[0] if len(t) else "",
                          "acc": _fmt(float(acc.acc.mean())) if len(acc) else NOT_RUN,
                          "paper_speedup": f"{p:.1f}x" if p else "", "paper_provenance": prov,
                          "run_ids": " ".join(sorted(acc.run_id)) if len(acc) else ""})
@@ -277,7 +292,9 @@ def wallclock_wide(long: pd.DataFrame) -> list[Wide]:
                     r.speedup.replace("+-", "±") if m != target_method() else ""]
 
         df = _grid(methods, settings, ("time (s)", "speed-up"), cells)
-        left = sorted({f"{r.method} ({setting_name(r.setting)}: {r.timing})" for r in ran.itertuples() if r.timing})
+        left = sorted({f"{r.method} ({setting_name(r.setting)}: {r.timing})" for r in ran.itertuples() if r.timing}
+                      | {f"{r.method} ({setting_name(r.setting)}, {r.left_out})" for r in g.itertuples()
+                         if getattr(r, "left_out", "")})
         out.append(Wide(proto, data, df, left, "", machine=f"{machine}, {mode}"))
     return out
 

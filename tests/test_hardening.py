@@ -268,7 +268,9 @@ def test_ctrl_c_says_where_and_how_to_resume(tmp_path, cifar_dir):
     repo = Path(__file__).resolve().parents[1]
     cmd = [sys.executable, "-m", "bench", "run", "--preset", "smoke", "--epochs", "40", "--data-dir", str(cifar_dir),
            "--out-dir", str(tmp_path), "--progress", "off", "--threads", "1"]
-    proc = subprocess.Popen(cmd, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # SIG_DFL in the child: a shell's background job (`make test &`) ignores SIGINT, and Python then keeps ignoring it
+    proc = subprocess.Popen(cmd, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while not list(tmp_path.glob("*/checkpoint.pt")) and time.time() < deadline:
         time.sleep(0.05)

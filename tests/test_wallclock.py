@@ -82,6 +82,9 @@ def test_alone_reads_the_load_records():
     assert wallclock.alone(quiet) == (True, "")  # a low own share (idle threads in serial parts) is no competitor
     busy = {"epochs": [{"load": {"cpu_share": 1.0, "others_cores": 0.02}}, {"load": {"cpu_share": 1.0, "others_cores": 0.9}}]}
     assert wallclock.alone(busy)[0] is False and "0.90 cores" in wallclock.alone(busy)[1]
+    stolen = {"epochs": [{"load": {"cpu_share": 0.9, "others_cores": 0.3, "steal_cores": 0.25}}]}  # a noisy neighbour
+    assert wallclock.alone(stolen) == (False, "other processes kept 0.30 cores busy (0.25 of them stolen by the "
+                                              "hypervisor) in an epoch")
     assert wallclock.alone({**quiet, "resumed_at_epochs": [2]})[0] is False
     assert wallclock.alone({"epochs": [{"load": {"cpu_share": 1.0}}]})[0] is False  # an older record
 
@@ -131,3 +134,23 @@ def test_a_speedup_whose_spread_reaches_one_is_no_gain():
     assert verdict([(529.8, 456.4), (560.5, 539.8), (534.6, 555.9)]) == "no gain"
     assert verdict([(530, 440), (560, 468), (535, 447)]) == "holds"
     assert verdict([(500, 520), (510, 530), (505, 525)]) == "fails"
+
+
+def test_a_sittings_run_not_alone_is_left_out_and_named():
+    """The protocol's rule in the report: a sitting's run that had competition gives no time (its seed's
+    peers still do), the table says which one and why; a method none of whose runs was alone has no time."""
+    from reports.tables import wallclock_table, wallclock_wide
+
+    runs = _timed([(550, 450), (560, 430), (565, 460)]).assign(sitting="s1")
+    why = "not alone: other processes kept 0.26 cores busy in an epoch"
+    runs.loc[(runs.method == "full") & (runs.seed == 0), ["load", "train_seconds"]] = [why, 900.0]
+    long = wallclock_table(runs)
+    full = long[long.method == "full"].iloc[0]
+    assert full.n == 2 and float(full.train_seconds.split()[0]) == pytest.approx(445.0)  # 900 s never averaged in
+    assert full.timing == "" and full.left_out == f"seed 0: {why}"
+    (table,) = wallclock_wide(long)
+    assert table.not_run == [f"full (ResNet-20 / CIFAR-10, seed 0: {why})"]
+
+    runs.loc[runs.method == "full", "load"] = why
+    full = wallclock_table(runs).query("method == 'full'").iloc[0]
+    assert full.n == 0 and full.left_out.count("not alone") == 3
