@@ -249,19 +249,22 @@ def loaded(load: dict) -> bool:
     return load.get("cpu_share") is not None and load["cpu_share"] < LOADED_SHARE
 
 
-def machine_load(wall: float, cpu: float, threads: int, machine: tuple[float, float] | None = None) -> dict:
+def machine_load(wall: float, cpu: float, threads: int, before: tuple[float, float] | None = None,
+                 after: tuple[float, float] | None = None) -> dict:
     """How busy the machine was during an epoch, so that timings taken under load can be flagged:
     the 1-minute load average against the core count; ``cpu_share``, the CPU seconds this process
     got per wall second and thread (near 1 alone on the cores it uses, about 1/2 when another busy
     process shares them); ``others_cores``, how many cores other processes or the hypervisor kept busy on
-    the whole machine, and ``steal_cores``, the hypervisor's part of it (``machine``: the machine's busy and
-    steal CPU seconds over the epoch; a process on another core shares the memory bus and the last-level
-    cache, and stolen time stops this run's threads, so a run timed "alone" needs both near 0)."""
+    the whole machine, and ``steal_cores``, the hypervisor's part of it (``before``, ``after``: the machine's
+    busy and steal CPU seconds at the epoch's ends, hardware.machine_cpu_seconds; a process on another core
+    shares the memory bus and the last-level cache, and stolen time stops this run's threads, so a run timed
+    "alone" needs both near 0)."""
     load = {"loadavg_1m": round(os.getloadavg()[0], 2), "cores": os.cpu_count(),
             "cpu_share": round(cpu / (wall * threads), 3) if wall > 0 else None, "others_cores": None}
-    if machine is not None and wall > 0:
-        load["others_cores"] = round(max(0.0, machine[0] - cpu) / wall, 3)
-        load["steal_cores"] = round(machine[1] / wall, 3)
+    if before is not None and after is not None and wall > 0:
+        busy, steal = (a - b for a, b in zip(after, before))
+        load["others_cores"] = round(max(0.0, busy - cpu) / wall, 3)
+        load["steal_cores"] = round(steal / wall, 3)
     return load
 
 
@@ -576,10 +579,8 @@ def _run(spec: RunSpec, rd: RunDir, progress: bool | None, log, world: World = S
         st.epoch = epoch + 1
         live.timer.totals["wall"] += time.perf_counter() - t_epoch  # the epoch without its checkpoint write
         row = account(live, st, epoch, event, train_loss, lr, test_loss, test_acc)
-        machine_now = hardware.machine_cpu_seconds()
         row["load"] = machine_load(time.perf_counter() - t_epoch, time.process_time() - cpu_epoch, threads,
-                                   (machine_now[0] - machine_epoch[0], machine_now[1] - machine_epoch[1])
-                                   if machine_now is not None and machine_epoch is not None else None)
+                                   machine_epoch, hardware.machine_cpu_seconds())
         row["layers"] = layers
         if world.several:
             check_replicas(live, epoch)

@@ -51,11 +51,8 @@ def speedups(runs: pd.DataFrame) -> pd.DataFrame:
     runs = runs if "load" in runs else runs.assign(load="no load record")
     if "moved" in runs:  # a run that moved between machines has no one machine's time
         runs = runs[~runs.moved.astype(bool)]
-    if "sitting" in runs:
-        out = (runs.sitting != "") & (runs.load != "")
-        dropped, runs = runs[out], runs[~out]
-    else:
-        dropped = runs.iloc[:0]
+    out = (runs.sitting != "") & (runs.load != "") if "sitting" in runs else pd.Series(False, index=runs.index)
+    dropped, runs = runs[out], runs[~out]
     if runs.empty:
         return pd.DataFrame()
     t = runs.groupby(keys + ["method"], sort=True).agg(
