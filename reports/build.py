@@ -95,10 +95,12 @@ def build(results: str | Path | list, out_dir: str | Path, include_smoke: bool =
     return made
 
 
-def caveats(results_dir, runs, incomplete, smoke: int, include_smoke: bool, sources) -> list[str]:
-    """What a reader must know before reading a number (report.md and index.html say the same)."""
-    notes = [f"Runs read from {', '.join(f'`{d}`' for d in results_dir)}: {len(runs)} complete, {len(incomplete)} failed or unfinished "
-             "(listed at the end, never averaged in)."
+def caveats(results_dir, runs, timed_only: int, incomplete, smoke: int, include_smoke: bool, sources) -> list[str]:
+    """What a reader must know before reading a number (report.md and index.html say the same);
+    ``timed_only``: how many complete runs are wall-clock sittings' (their times only, not in ``runs``)."""
+    notes = [f"Runs read from {', '.join(f'`{d}`' for d in results_dir)}: {len(runs)} complete"
+             + (f" (and {timed_only} of wall-clock sittings, for their times only)" if timed_only else "")
+             + f", {len(incomplete)} failed or unfinished (listed at the end, never averaged in)."
              + (f" {smoke} smoke-preset runs (a few hundred images: tests, not results) "
                 + ("are shown, their protocol marked SMOKE, without verdicts." if include_smoke
                    else "are left out (--include-smoke shows them).") if smoke else "")]
@@ -220,7 +222,7 @@ def _build(results_dir: list[Path], out: Path, include_smoke: bool = False) -> d
     runs, timed = split_timed(runs)  # a wall-clock sitting's runs give the times, the others the accuracies
     made = {"tables": {}, "figures": [], "sections": [], "every": every}
     sources = sorted(set(runs.data_source)) if not runs.empty else []
-    notes = caveats(results_dir, runs, incomplete, smoke, include_smoke, sources)
+    notes = caveats(results_dir, runs, len(every) - len(runs), incomplete, smoke, include_smoke, sources)
     made["notes"], made["provenance"] = notes, provenance(runs, results) + sittings(every)
     md = ["# growbench report", ""] + [x for n in notes for x in (n, "")]
     made["claims"] = claims.claims(runs, timed) if not runs.empty else claims.claims(pd.DataFrame(columns=runs.columns))
