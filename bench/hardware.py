@@ -13,7 +13,8 @@
     cores read NHWC), not in fp32.
 ``channels_last_align: auto``  16 where the bf16 kernels are AMX (there bf16 channels_last is up to 3x
     slower than NCHW at widths that are not multiples of 16), else 0 (channels_last at every width:
-    faster on AVX2 and AVX-512-BF16, measured).
+    faster on AVX2 and AVX-512-BF16, measured; on an AVX-512 Xeon in fp32 it depends on the model: 16 makes
+    ResNet-20's grown runs 1.14x instead of 0.88x, MobileNetV1's slower, VGG-11's level: docs/measurements.md).
 
 The fingerprint names what changes kernels and so step times: device and CPU model and family (or GPU name),
 the ISA oneDNN and ATen dispatch to, the bf16 kernel, the torch version and the resolved mode.

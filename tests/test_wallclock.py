@@ -154,3 +154,18 @@ def test_a_sittings_run_not_alone_is_left_out_and_named():
     runs.loc[runs.method == "full", "load"] = why
     full = wallclock_table(runs).query("method == 'full'").iloc[0]
     assert full.n == 0 and full.left_out.count("not alone") == 3
+
+
+def test_the_prediction_measures_the_sittings_memory_format(monkeypatch):
+    """A sitting run with --channels-last-align 16 is predicted with it, not with the default's format."""
+    from bench.config import make_spec
+
+    asked = []
+    fake = {k: 1.0 for k in ("speedup", "interleaved_speedup", "full_step_seconds", "grown_seconds", "large_seconds")}
+    fake.update(stage_step_seconds=[1.0], stage_batch=[64], growth_seconds=[])
+    monkeypatch.setattr(wallclock, "measure_in_fresh_process", lambda flags: asked.append(flags) or fake)
+    spec = make_spec("quick", arch="resnet20", method="full", precision="fp32", channels_last=True, channels_last_align=16)
+    out = wallclock.prediction(spec, threads=2, rounds=1, steps=1)
+    flags = asked[0]
+    assert flags[flags.index("--channels-last-align") + 1] == "16" and flags[flags.index("--channels-last") + 1] == "true"
+    assert "--channels-last-align 16" in out["command"]
