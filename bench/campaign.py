@@ -77,15 +77,21 @@ def plan(suite: str, preset: str | None, work_dir: str, overrides: dict) -> list
     return unique
 
 
-def check_precision(specs: list[RunSpec]) -> None:
-    """bf16 pinned on a CPU that emulates it runs 3-30x slower: refuse rather than burn days."""
+def check_precision(specs: list[RunSpec], allow_emulated_bf16: bool = False, log=print) -> None:
+    """bf16 pinned on a CPU that emulates it runs 3-30x slower: refuse rather than burn days, unless told to
+    (the runs' numerics stay those of their protocol: inputs rounded to bf16, fp32 accumulation; only slower)."""
     import torch
 
     if any(s.precision == "bf16" and s.device != "cuda" for s in specs) and not torch.cuda.is_available():
         native, why = hardware.native_bf16(torch.device("cpu"))
-        if not native:
+        if native:
+            return
+        if not allow_emulated_bf16:
             raise ConfigError(f"precision: the campaign's runs are pinned to bf16, and this CPU emulates it ({why}): "
-                              "3-30x slower than fp32; continue it on a CPU with native bf16 (AVX-512-BF16 or AMX)")
+                              "3-30x slower than fp32; continue it on a CPU with native bf16 (AVX-512-BF16 or AMX), "
+                              "or pass --allow-emulated-bf16 to go on here at that cost")
+        log(f"WARNING: bf16 is emulated on this CPU ({why}): its epochs run 3-30x slower than on one with native bf16 "
+            "(--allow-emulated-bf16)")
 
 
 @dataclass
@@ -202,7 +208,7 @@ def git_commit(paths: list[Path], message: str, log=print) -> bool:
 
 def run_campaign(suite: str, preset: str | None, overrides: dict, work_dir: str | None = None,
                  done_dir: str | None = None, workers: int = 0, hours: float = 0.0, commit_every: float = 0.0,
-                 dry_run: bool = False, log=print) -> int:
+                 dry_run: bool = False, allow_emulated_bf16: bool = False, log=print) -> int:
     preset = preset or config.load_suites().get(suite, {}).get("preset") or "quick"
     w_default, d_default = default_dirs(suite, preset)
     work, done = Path(work_dir or w_default), Path(done_dir or d_default)
@@ -239,7 +245,7 @@ def run_campaign(suite: str, preset: str | None, overrides: dict, work_dir: str 
     if dry_run or not queue:
         log("nothing to train" if not queue else f"{len(queue)} to train (dry run)")
         return 0
-    check_precision(queue)
+    check_precision(queue, allow_emulated_bf16, log)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C or kill -INT stops it even when started with &
     deadline = time.time() + hours * 3600 if hours > 0 else None
     last_commit = time.time()

@@ -176,7 +176,7 @@ def cmd_campaign(args) -> int:
         raise ConfigError("campaign under torchrun: not supported (each worker is one process on one core)")
     return run_campaign(args.suite, args.preset, _overrides(args), work_dir=args.work_dir, done_dir=args.done_dir,
                         workers=args.workers, hours=args.hours, commit_every=args.commit_every,
-                        dry_run=args.dry_run, log=lambda m: print(f"{time.strftime('%H:%M:%S')} {m}", flush=True))
+                        dry_run=args.dry_run, allow_emulated_bf16=args.allow_emulated_bf16, log=lambda m: print(f"{time.strftime('%H:%M:%S')} {m}", flush=True))
 
 
 def cmd_wallclock(args) -> int:
@@ -406,6 +406,8 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--commit-every", type=float, default=0.0, metavar="MINUTES",
                    help="git-commit the two folders this often, after each finished run and at the end (0: never)")
     c.add_argument("--dry-run", action="store_true", help="list the runs and their state, train nothing")
+    c.add_argument("--allow-emulated-bf16", action="store_true", help="train bf16 runs on a CPU that emulates bf16 "
+                   "(3-30x slower; refused without this flag)")
     _add_spec_flags(c)
     c.set_defaults(fn=cmd_campaign)
     wc = sub.add_parser("wallclock", help="the wall-clock protocol: the wallclock suite's runs back to back, alone, "

@@ -113,6 +113,20 @@ def test_campaign_refuses_bf16_on_a_cpu_that_emulates_it(suite, tmp_path, cifar_
     assert not (tmp_path / "w").exists() or not any((tmp_path / "w").iterdir())
 
 
+def test_emulated_bf16_goes_on_when_allowed_and_says_so(monkeypatch):
+    from bench import hardware
+    from bench.campaign import check_precision
+
+    monkeypatch.setattr(hardware, "native_bf16", lambda device: (False, "no bf16 kernel (test)"))
+    specs = [config.RunSpec(precision="bf16", device="cpu")]
+    with pytest.raises(config.ConfigError, match="--allow-emulated-bf16"):
+        check_precision(specs)
+    said = []
+    check_precision(specs, allow_emulated_bf16=True, log=said.append)
+    assert len(said) == 1 and "emulated" in said[0] and "no bf16 kernel (test)" in said[0]
+    check_precision([config.RunSpec(precision="fp32", device="cpu")])  # fp32 runs: nothing to refuse
+
+
 def test_campaign_refuses_more_workers_than_cores(suite, tmp_path, capsys):
     status = main(["campaign", suite, "--work-dir", str(tmp_path / "w"), "--workers", str(len(os.sched_getaffinity(0)) + 1)])
     assert status == 2 and "share cores" in capsys.readouterr().err
