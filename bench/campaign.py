@@ -90,8 +90,7 @@ def check_precision(specs: list[RunSpec], allow_emulated_bf16: bool = False, log
             raise ConfigError(f"precision: the campaign's runs are pinned to bf16, and this CPU emulates it ({why}): "
                               "3-30x slower than fp32; continue it on a CPU with native bf16 (AVX-512-BF16 or AMX), "
                               "or pass --allow-emulated-bf16 to go on here at that cost")
-        log(f"WARNING: bf16 is emulated on this CPU ({why}): its epochs run 3-30x slower than on one with native bf16 "
-            "(--allow-emulated-bf16)")
+        log(f"WARNING: going on with bf16 emulated, as --allow-emulated-bf16 asks ({why})")
 
 
 @dataclass

@@ -409,6 +409,22 @@ def flat_config(spec: RunSpec) -> dict[str, Any]:
     return {k: v for k, v in flat(spec_to_dict(spec)).items() if k not in UNHASHED}
 
 
+def spec_flags(spec: RunSpec, preset: str) -> list[str]:
+    """Command-line flags that give ``spec`` again from ``preset`` (``--preset PRESET`` first): the method, arch,
+    dataset and the "auto" fields as resolved here, and every field that changes what the run computes where it
+    differs from the preset's value, so that a command measuring "this run" (bench speed) cannot drop an override."""
+    def text(v: Any) -> str:
+        if isinstance(v, bool):
+            return str(v).lower()
+        return ",".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
+
+    base = flat_config(make_spec(preset, method=spec.method, arch=spec.arch, dataset=spec.dataset))
+    mine = flat_config(spec)
+    always = ("method", "arch", "dataset", *AUTO_FIELDS)
+    keys = [*always, *(k for k, v in mine.items() if k not in always and (k not in base or base[k] != v))]
+    return ["--preset", preset, *(x for k in keys for x in ("--" + k.replace("_", "-"), text(mine[k])))]
+
+
 def run_id(spec: RunSpec) -> str:
     return f"{spec.method}-{spec.arch}-{spec.dataset}-s{spec.seed}-{config_hash(spec)[:10]}"
 

@@ -167,12 +167,11 @@ def summarize(folder: Path, specs: list[RunSpec]) -> dict:
 
 
 def prediction(spec: RunSpec, threads: int, rounds: int, steps: int) -> dict:
-    """The step-time prediction of ``spec``'s speed-up over the large model (its arch, preset, precision, memory
-    format and batch adaptation), measured in a fresh process."""
-    flags = ["--preset", spec.preset or "quick", "--arch", spec.arch, "--rounds", str(rounds), "--steps", str(steps),
-             "--bench-threads", str(threads), "--precision", spec.precision,
-             "--channels-last", str(spec.channels_last).lower(), "--channels-last-align", str(spec.channels_last_align),
-             "--method", spec.method, "--growth.batch-adapt", str(spec.growth.batch_adapt).lower()]
+    """The step-time prediction of ``spec``'s speed-up over the large model, measured in a fresh process for
+    the run as configured (its preset and every override: precision, memory format, epochs, batch size, subset,
+    growth schedule, batch adaptation)."""
+    flags = [*config.spec_flags(spec, spec.preset or "quick"), "--rounds", str(rounds), "--steps", str(steps),
+             "--bench-threads", str(threads)]
     b = measure_in_fresh_process(flags)
     return {"speedup": b["speedup"], "interleaved_speedup": b["interleaved_speedup"],
             # per stage, what the run's own account (result.json "accounting") is compared with

@@ -3,6 +3,7 @@ process, records its sitting and whether each run had the machine to itself, res
 a busy machine and a folder of anything else; the report takes its times (never its accuracies) from sittings."""
 import json
 import shutil
+import time
 
 import pytest
 
@@ -16,10 +17,25 @@ def _sitting(out, cifar_dir, *extra):
                      "--data-dir", str(cifar_dir), "--out-dir", str(out), *extra])
 
 
+def _machine_alone(mp):
+    """The machine as this process alone sees it: the start's load check finds it idle and the runs' load records
+    count no other process, so these tests hold beside a campaign on every core (the check's refusal and the
+    records' verdicts have tests of their own: test_a_busy_machine_is_refused, test_alone_reads_the_load_records)."""
+    mp.setattr(hardware, "busy_cores", lambda cores, seconds=1.0: 0.0)
+    mp.setattr(hardware, "machine_cpu_seconds", lambda: (time.process_time(), 0.0))
+
+
+@pytest.fixture(autouse=True)
+def machine_alone(monkeypatch):
+    _machine_alone(monkeypatch)
+
+
 @pytest.fixture(scope="module")
 def sitting(tmp_path_factory, cifar_dir):
     out = tmp_path_factory.mktemp("wallclock") / "s1"
-    assert _sitting(out, cifar_dir) == 0
+    with pytest.MonkeyPatch.context() as mp:
+        _machine_alone(mp)
+        assert _sitting(out, cifar_dir) == 0
     return out
 
 
@@ -169,3 +185,20 @@ def test_the_prediction_measures_the_sittings_memory_format(monkeypatch):
     flags = asked[0]
     assert flags[flags.index("--channels-last-align") + 1] == "16" and flags[flags.index("--channels-last") + 1] == "true"
     assert "--channels-last-align 16" in out["command"]
+
+
+def test_the_prediction_is_of_the_run_as_configured():
+    """Every override of a sitting's run reaches bench speed: the flags give back the same run."""
+    from bench.cli import _overrides, parser
+    from bench.config import flat_config, make_spec, spec_flags
+
+    spec = make_spec("quick", arch="resnet20", method="full", precision="fp32", epochs=6, batch_size=64,
+                     train_subset=300, **{"growth.schedule": "list", "growth.growth_epochs": (2, 4),
+                                          "growth.batch_adapt": True, "options.lra_norm": "rms"})
+    flags = spec_flags(spec, "quick")
+    args = parser().parse_args(["speed", *flags])
+    again = make_spec(args.preset, **_overrides(args))
+    assert flat_config(again) == flat_config(spec)
+    assert flags[:2] == ["--preset", "quick"] and "--epochs" in flags and "--growth.growth-epochs" in flags
+    assert flat_config(make_spec("quick", **_overrides(parser().parse_args(["speed", *spec_flags(again, "quick")])))) \
+        == flat_config(spec)
