@@ -184,9 +184,9 @@ def cmd_wallclock(args) -> int:
 
     if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
         raise ConfigError("wallclock under torchrun: not supported (a sitting is one process alone on the machine)")
-    for flag in ("rounds", "steps"):
+    for flag in ("rounds", "steps", "predict_repeats"):
         if getattr(args, flag) < 1:
-            raise ConfigError(f"--{flag}: {getattr(args, flag)}; at least 1")
+            raise ConfigError(f"--{flag.replace('_', '-')}: {getattr(args, flag)}; at least 1")
     overrides = _overrides(args)
     archs = overrides.pop("arch").split(",") if "arch" in overrides else None
     try:
@@ -195,7 +195,8 @@ def cmd_wallclock(args) -> int:
         raise ConfigError(f"--seeds: {args.seeds!r}; a comma-separated list of integers, e.g. 0,1,2") from None
     out_dir = overrides.pop("out_dir", None)  # default: a new sitting folder under results/wallclock/
     return run_sitting(archs, seeds, args.preset, overrides, out_dir, allow_busy=args.allow_busy,
-                       predict=not args.no_predict, rounds=args.rounds, steps=args.steps)
+                       predict=not args.no_predict, rounds=args.rounds, steps=args.steps,
+                       repeats=args.predict_repeats)
 
 
 def cmd_speed(args) -> int:
@@ -418,6 +419,8 @@ def parser() -> argparse.ArgumentParser:
     wc.add_argument("--no-predict", action="store_true", help="skip the step-time prediction at the end")
     wc.add_argument("--rounds", type=int, default=3, help="rounds of the prediction's step-time measurement")
     wc.add_argument("--steps", type=int, default=10, help="steps per stage per round of the prediction")
+    wc.add_argument("--predict-repeats", type=int, default=3, help="fresh processes the prediction is measured in; "
+                    "their median is kept")
     _add_spec_flags(wc)
     wc.set_defaults(fn=cmd_wallclock)
     sp = sub.add_parser("speed", help="step time per stage width: measured vs FLOP-ideal speed-up of growth")

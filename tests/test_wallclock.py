@@ -187,6 +187,23 @@ def test_the_prediction_measures_the_sittings_memory_format(monkeypatch):
     assert "--channels-last-align 16" in out["command"]
 
 
+def test_the_prediction_is_the_median_of_fresh_processes(monkeypatch):
+    """One process's step times can sit at either of two levels: the median process is kept, with every repeat."""
+    from bench.config import make_spec
+
+    speedups = iter([1.30, 0.90, 1.05])
+    def fake(flags):
+        s = next(speedups)
+        return {"speedup": s, "interleaved_speedup": s, "full_step_seconds": s, "grown_seconds": 1.0,
+                "large_seconds": s, "stage_step_seconds": [s], "stage_batch": [64], "growth_seconds": []}
+    monkeypatch.setattr(wallclock, "measure_in_fresh_process", fake)
+    spec = make_spec("quick", arch="resnet20", method="full", precision="fp32")
+    out = wallclock.prediction(spec, threads=1, rounds=1, steps=1, repeats=3)
+    assert out["speedup"] == 1.05 and out["stage_step_seconds"] == [1.05] and out["repeats"] == [1.30, 0.90, 1.05]
+    summary = {"resnet20": {"speedups": {"full": {"0": 1.0}}, "left_out": [], "predicted": {"full": out}}}
+    assert "predicted from step times 1.050x (median of 3 processes, 0.900-1.300)" in wallclock.text(summary)
+
+
 def test_the_prediction_is_of_the_run_as_configured():
     """Every override of a sitting's run reaches bench speed: the flags give back the same run."""
     from bench.cli import _overrides, parser
