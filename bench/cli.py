@@ -176,7 +176,8 @@ def cmd_campaign(args) -> int:
         raise ConfigError("campaign under torchrun: not supported (each worker is one process on one core)")
     return run_campaign(args.suite, args.preset, _overrides(args), work_dir=args.work_dir, done_dir=args.done_dir,
                         workers=args.workers, hours=args.hours, commit_every=args.commit_every,
-                        dry_run=args.dry_run, allow_emulated_bf16=args.allow_emulated_bf16, log=lambda m: print(f"{time.strftime('%H:%M:%S')} {m}", flush=True))
+                        dry_run=args.dry_run, allow_emulated_bf16=args.allow_emulated_bf16,
+                        log=lambda m: print(f"{time.strftime('%H:%M:%S')} {m}", flush=True))
 
 
 def cmd_wallclock(args) -> int:
