@@ -265,7 +265,10 @@ def _build(results_dir: list[Path], out: Path, include_smoke: bool = False) -> d
     md += ["## Figures", ""] + [f"![{p.stem}](figures/{p.name})" for p in made["figures"] if p.suffix == ".png"]
     md += ["", "## Runs behind the cells", "", tables.to_markdown(
         every[["run_id", "config_hash", "method", "setting", "protocol", "seed", "acc", "device", "mode", "sitting"]]
-        .assign(acc=every["acc"].round(2)), drop=()) if not every.empty else "none", ""]
+        .assign(acc=every["acc"].round(2),
+                # a run resumed elsewhere records the machine of its last epochs: say so (result.json: machines)
+                device=[d + (" (its last machine: it moved mid-run, its times are unused)" if moved else "")
+                        for d, moved in zip(every["device"], every["moved"])]), drop=()) if not every.empty else "none", ""]
     md += ["## Failed or unfinished runs", "", tables.to_markdown(incomplete, drop=()) if not incomplete.empty
            else "none", ""]
     (out / "report.md").write_text("\n".join(md))

@@ -45,16 +45,19 @@ def speedups(runs: pd.DataFrame) -> pd.DataFrame:
     the same device and mode (and setting, protocol). A wall-clock sitting's run that was not alone is left
     out (the protocol's rule: bench/wallclock.py) and named in ``left_out``; other runs' competition flags
     their whole group (``timing``)."""
-    if runs.empty:
-        return pd.DataFrame()
     keys = ["setting", "protocol", "data_source", "device", "mode"]
+    # no timed run left (none at all, or only moved ones): no row, but the columns the tables select on
+    none = pd.DataFrame(columns=keys + ["method", "seconds", "sd", "n", "load", "left_out", "speedup", "speedup_sd",
+                                        "timing"])
+    if runs.empty:
+        return none
     runs = runs if "load" in runs else runs.assign(load="no load record")
     if "moved" in runs:  # a run that moved between machines has no one machine's time
         runs = runs[~runs.moved.astype(bool)]
     out = (runs.sitting != "") & (runs.load != "") if "sitting" in runs else pd.Series(False, index=runs.index)
     dropped, runs = runs[out], runs[~out]
     if runs.empty:
-        return pd.DataFrame()
+        return none
     t = runs.groupby(keys + ["method"], sort=True).agg(
         seconds=("train_seconds", "mean"), sd=("train_seconds", "std"), n=("train_seconds", "size"),
         load=("load", lambda s: "; ".join(sorted({v for v in s if v}))))

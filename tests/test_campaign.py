@@ -86,6 +86,11 @@ def test_a_run_resumed_on_another_machine_says_so(tmp_path, cifar_dir, monkeypat
     assert [m["from_epoch"] for m in moved["machines"]] == [0, 2]
     assert moved["machines"][1]["machine_id"] == "another-machine"
     assert any("resumed on another machine" in line for line in lines)
+    from reports.build import build  # the report's list of runs says its machine is only the last one
+
+    build([tmp_path], tmp_path / "report", include_smoke=True)
+    listed = [ln for ln in (tmp_path / "report" / "report.md").read_text().splitlines() if moved["run_id"] in ln]
+    assert listed and all("it moved mid-run, its times are unused" in ln for ln in listed)
 
 
 def test_reports_leave_moved_runs_out_of_speedups():
