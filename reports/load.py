@@ -145,12 +145,15 @@ def _non_default(flat: dict, method: str) -> int:
 def label_variants(done: list[dict]) -> None:
     """Runs are seeds of one cell only if their configs agree on everything but the seed. Where runs of
     one method, setting and protocol differ in more, the runs of the most common config keep the
-    method's name and the others are labelled with the fields that differ: "large [lr=50.0]"."""
+    method's name and the others are labelled with the fields that differ: "large [lr=50.0]". A wall-clock
+    sitting's runs (times only, compared within their machine and mode) form cells per mode: a sitting in
+    another memory format is the same methods timed in another mode (its own rows), not a variant of them."""
     from collections import Counter, defaultdict
 
     cells = defaultdict(list)
     for row in done:
-        cells[(row["setting"], row["protocol"], row["data_source"], row["method"])].append(row)
+        mode = row["mode"] if row.get("sitting") else None
+        cells[(row["setting"], row["protocol"], row["data_source"], row["method"], mode)].append(row)
     for rows in cells.values():
         configs = Counter(tuple(sorted(r["config"].items(), key=lambda kv: kv[0])) for r in rows)
         if len(configs) == 1:

@@ -300,6 +300,21 @@ def test_equally_common_variants_leave_the_plain_name_to_the_default_config(tmp_
                                                    "c": "full [growth.width_align=8]"}
 
 
+def test_a_sitting_in_another_memory_format_is_a_mode_not_a_variant():
+    """Sitting runs (times only) in another mode keep the method's name, their mode tells them apart; runs that
+    give accuracies differing the same way are still told apart by name."""
+    from reports.load import label_variants
+
+    def rows(sitting):
+        return [{"setting": "resnet20/cifar10", "protocol": "p", "data_source": "d", "method": "large", "seed": s,
+                 "config": {"channels_last_align": align}, "mode": mode, "sitting": sitting}
+                for s, align, mode in ((0, 0, "fp32/cl"), (1, 0, "fp32/cl"), (0, 16, "fp32/cl16"))]
+    timed, accuracy = rows("s1"), rows("")
+    label_variants(timed + accuracy)
+    assert [r["method"] for r in timed] == ["large"] * 3
+    assert [r["method"] for r in accuracy] == ["large", "large", "large [channels_last_align=16]"]
+
+
 def test_table_rows_follow_the_methods_roles(monkeypatch):
     """A table's rows come from the methods' roles, so a new method needs no report edit: one registered
     with the default role (baseline) joins the main table; the example is in none."""
