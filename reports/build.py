@@ -263,12 +263,12 @@ def _build(results_dir: list[Path], out: Path, include_smoke: bool = False) -> d
         made["figures"] += figures.loss_vs_flops(tables.of_table(runs[runs.kind == "text"], "lm"), results, figs)
     md += ["## How these were run", ""] + [f"- {x}" for x in made["provenance"]] + [""]
     md += ["## Figures", ""] + [f"![{p.stem}](figures/{p.name})" for p in made["figures"] if p.suffix == ".png"]
-    md += ["", "## Runs behind the cells", "", tables.to_markdown(
-        every[["run_id", "config_hash", "method", "setting", "protocol", "seed", "acc", "device", "mode", "sitting"]]
-        .assign(acc=every["acc"].round(2),
-                # a run resumed elsewhere records the machine of its last epochs: say so (result.json: machines)
-                device=[d + (" (its last machine: it moved mid-run, its times are unused)" if moved else "")
-                        for d, moved in zip(every["device"], every["moved"])]), drop=()) if not every.empty else "none", ""]
+    listed = every[["run_id", "config_hash", "method", "setting", "protocol", "seed", "acc", "device", "mode", "sitting"]]
+    listed = listed.assign(acc=every["acc"].round(2),
+                           # a run resumed elsewhere records the machine of its last epochs: say so (result.json: machines)
+                           device=[d + (" (its last machine: it moved mid-run, its times are unused)" if moved else "")
+                                   for d, moved in zip(every["device"], every["moved"])])
+    md += ["", "## Runs behind the cells", "", tables.to_markdown(listed, drop=()) if not every.empty else "none", ""]
     md += ["## Failed or unfinished runs", "", tables.to_markdown(incomplete, drop=()) if not incomplete.empty
            else "none", ""]
     (out / "report.md").write_text("\n".join(md))
