@@ -169,9 +169,10 @@ def summarize(folder: Path, specs: list[RunSpec]) -> dict:
 def prediction(spec: RunSpec, threads: int, rounds: int, steps: int, repeats: int = 3) -> dict:
     """The step-time prediction of ``spec``'s speed-up over the large model for the run as configured (its
     preset and every override: precision, memory format, epochs, batch size, subset, growth schedule, batch
-    adaptation), in ``repeats`` fresh processes: one process's large-model step time can sit at either of two
-    levels some 20 % apart on a VM (docs/measurements.md), so every repeat is kept, to show that spread, and the
-    median one gives the prediction and its step times."""
+    adaptation), in ``repeats`` fresh processes: on a VM the large model's step time moves between two levels
+    some 30 % apart in phases of tens of seconds, and one process's short burst catches one of them
+    (docs/measurements.md), so every repeat is kept, to show that spread, and the median one gives the
+    prediction and its step times."""
     flags = [*config.spec_flags(spec, spec.preset or "quick"), "--rounds", str(rounds), "--steps", str(steps),
              "--bench-threads", str(threads)]
     each = [measure_in_fresh_process(flags) for _ in range(repeats)]
