@@ -3,7 +3,11 @@ moved into the reference folder without checkpoints; a run resumed on another ma
 import dataclasses
 import json
 import os
+import re
+import signal
 import subprocess
+import threading
+import time
 
 import pytest
 
@@ -18,6 +22,13 @@ two:
   runs:
     - {method: large, seeds: [0]}
     - {method: full, seeds: [0], epochs: 3}
+"""
+LONG_SUITE = """
+long:
+  preset: smoke
+  common: {arch: mlp, dataset: cifar10}
+  runs:
+    - {method: large, seeds: [0], epochs: 400}
 """
 
 
@@ -70,6 +81,37 @@ def test_campaign_stopped_at_hours_resumes_to_the_same_result(suite, tmp_path, c
     train.run(spec, log=lambda *a: None)
     losses = lambda p: [r["train_loss"] for r in _history(p / "history.jsonl")]  # noqa: E731
     assert losses(first) == losses(again / first.name)
+
+
+def test_an_interrupted_campaign_commits_its_checkpoint(tmp_path, cifar_dir, capsys, monkeypatch):
+    """kill -INT on the campaign (how a user moves its deadline) stops it as --hours does: the worker keeps
+    its last epoch's checkpoint, the work folder is committed, exit status 130, and the run shows as
+    partial to the next invocation (resuming from a stop: the --hours test above)."""
+    repo, git = _repo(tmp_path)
+    monkeypatch.chdir(repo)
+    (repo / "suites.yaml").write_text(LONG_SUITE)  # epochs enough that the run is still training when stopped
+    monkeypatch.setattr(config, "SUITES_FILE", str(repo / "suites.yaml"))
+    monkeypatch.setattr(campaign, "POLL_S", 0.2)
+    work = repo / "work"
+    args = ["campaign", "long", "--work-dir", str(work), "--done-dir", str(repo / "done"), "--workers", "1",
+            "--data-dir", str(cifar_dir)]
+
+    def interrupt_after_first_epoch():
+        give_up = time.time() + 120  # a run that never checkpoints fails the test below, not the session
+        while not any(work.glob("*/checkpoint.pt")):  # written atomically, after the epoch's history row
+            if time.time() > give_up:
+                return
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt_after_first_epoch, daemon=True).start()
+    assert main(args + ["--commit-every", "60"]) == 130
+    assert "interrupted: stopping the workers" in capsys.readouterr().out
+    committed = git("show", "--name-only", "--format=%s", "HEAD").stdout.split()
+    assert committed[:4] == ["Campaign", "long:", "interrupted;", "checkpoints"]
+    assert any(p.endswith("/checkpoint.pt") for p in committed) and any(p.endswith("/history.jsonl") for p in committed)
+    assert main(args + ["--dry-run"]) == 0
+    assert re.search(r"\(partial, \d+/400 epochs\)", capsys.readouterr().out)
 
 
 def test_a_run_resumed_on_another_machine_says_so(tmp_path, cifar_dir, monkeypatch):
