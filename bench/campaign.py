@@ -140,16 +140,19 @@ def finish(rd: RunDir, done_dir: Path) -> Path:
 
 
 def progress_line(spec: RunSpec, rd: RunDir, started: float, first_epoch: int) -> str:
+    history = rd.path / HISTORY
     try:
-        rows = [json.loads(line) for line in (rd.path / HISTORY).read_text().splitlines() if line.strip()]
+        rows = [json.loads(line) for line in history.read_text().splitlines() if line.strip()]
+        last_saved = history.stat().st_mtime
     except (OSError, ValueError):
-        rows = []
+        rows, last_saved = [], time.time()
     done = len(rows)
     acc = f", test acc {rows[-1]['test_acc']:.4f}" if rows else ""
     trained = done - first_epoch
     eta = ""
     if trained > 0:  # later epochs are wider in a grown run: this ETA is a lower bound for it
-        left = (time.time() - started) / trained * (spec.epochs - done)
+        # the pace up to the last saved epoch: time since then is an epoch in progress, not one done
+        left = (last_saved - started) / trained * (spec.epochs - done)
         eta = f", about {left / 3600:.1f} h left at this pace"
     return f"{rd.path.name}: epoch {done}/{spec.epochs}{acc}{eta}"
 

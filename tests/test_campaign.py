@@ -231,6 +231,18 @@ def test_commit_subjects_stay_under_72_characters():
     assert campaign.commit_message("short\n\nbody") == "short\n\nbody"
 
 
+def test_progress_eta_counts_saved_epochs_not_the_one_in_progress(tmp_path):
+    """Two epochs saved 200 s after the start, eight left: 800 s, however long the third has been running."""
+    run = tmp_path / "run"
+    run.mkdir()
+    history = run / "history.jsonl"
+    history.write_text("".join(json.dumps({"epoch": e, "test_acc": 0.5}) + "\n" for e in (1, 2)))
+    started = time.time() - 1000
+    os.utime(history, (started + 200, started + 200))
+    line = campaign.progress_line(dataclasses.make_dataclass("Spec", ["epochs"])(10), RunDir(run), started, 0)
+    assert line.endswith("epoch 2/10, test acc 0.5000, about 0.2 h left at this pace"), line
+
+
 def test_a_run_landing_in_the_reference_folder_rebuilds_the_published_report(tmp_path, monkeypatch):
     """CI compares docs/report with results/reference/: a campaign that adds a run there must commit the
     rebuilt report with it, or main goes red until someone remembers make report-reference."""
